@@ -1,0 +1,46 @@
+# ecu-kubelet build, test and benchmark entry points. See README.md.
+GO      ?= go
+BIN     := bin/ecu-kubelet
+PKGS    := ./...
+# Packages whose code runs concurrently; the race detector runs on them.
+RACE_PKGS := ./uds/...
+STATICCHECK ?= $(shell command -v staticcheck || echo $(shell $(GO) env GOPATH)/bin/staticcheck)
+
+.PHONY: build test unit race lint bench fuzz clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/ecu-kubelet
+
+# test is what CI runs: lint, every unit and integration test (the vcan tests
+# boot a qemu microVM, or print SKIP with the reason where qemu cannot run),
+# and the race detector over the concurrent packages.
+test: lint unit race
+
+unit:
+	$(GO) test -count=1 $(PKGS)
+
+race:
+	$(GO) test -count=1 -race -short $(RACE_PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	@if [ -x "$(STATICCHECK)" ]; then $(STATICCHECK) $(PKGS); \
+	  else echo "staticcheck not installed: go install honnef.co/go/tools/cmd/staticcheck@latest"; exit 1; fi
+
+# bench runs every benchmark once through (they report their own figures
+# with b.ReportMetric); docs/benchmarks.md records the results.
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 $(PKGS)
+
+# fuzz runs each fuzz target for FUZZTIME (default 30s).
+FUZZTIME ?= 30s
+fuzz:
+	@for pkg in $$($(GO) list $(PKGS)); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; done
+
+clean:
+	rm -rf bin
