@@ -1,0 +1,30 @@
+// Package vcanvm runs Go tests against the Linux kernel's own CAN stack:
+// vcan interfaces, CAN_RAW and CAN_ISOTP sockets, can-utils. Development and
+// CI machines have no AF_CAN, so the tests run in a qemu microVM booted from
+// Debian's kernel package.
+//
+// A test calls Run first. On the host, Run builds the calling package's
+// tests as a static binary, boots the VM with it in the initramfs, runs the
+// same test there with vcan0 (classic CAN, MTU 16) and vcan1 (CAN FD, MTU
+// 72) up, and passes or fails by what the VM reports. Inside the VM, Run
+// returns false and the test body runs.
+//
+// The image is made from three Debian packages that .ci/install-vcanvm.sh
+// downloads into $XDG_CACHE_HOME/ecu-kubelet/vcanvm/debs (default
+// ~/.cache): linux-image-*-amd64 (kernel and the modules can, can-raw,
+// can-isotp, can-dev, vcan), busybox-static (init, insmod, ip, poweroff) and
+// can-utils (candump, cansend, isotpsend, isotprecv, with the host's shared
+// libraries they need). The packages are unpacked, never installed. The
+// image is cached beside them, keyed by the packages and the init script,
+// and rebuilt when either changes.
+//
+// The VM runs under TCG (-machine accel=tcg): with KVM the Debian kernel hung.
+// Its init prints a marker line with a per-run nonce and the test binary's
+// exit status on the serial console and powers off; the host reads the
+// status from that line, so a test's output can never pass for it.
+//
+// vcanvm never installs packages, needs no root at test time and touches
+// nothing outside its cache and the test's temporary directory. Where qemu
+// or the packages are missing, Run skips with what to install; with CI=true
+// it fails instead.
+package vcanvm

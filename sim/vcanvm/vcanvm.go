@@ -1,0 +1,321 @@
+package vcanvm
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The interfaces the VM provides.
+const (
+	ClassicIface = "vcan0" // classic CAN, MTU 16
+	FDIface      = "vcan1" // CAN FD, MTU 72
+)
+
+// DefaultTimeout bounds one VM run: building the test binary, booting and
+// the tests themselves. A test's own -timeout deadline shortens it.
+const DefaultTimeout = 10 * time.Minute
+
+// envInside is set by the VM's init for the test binary it runs.
+const envInside = "ECU_KUBELET_VCANVM"
+
+// Inside reports whether this process runs inside the microVM.
+func Inside() bool { return os.Getenv(envInside) == "1" }
+
+// Run runs the calling test inside a qemu microVM whose kernel has vcan0
+// (classic CAN) and vcan1 (CAN FD) and the CAN, CAN_RAW and CAN_ISOTP
+// protocols, and reports whether it did. Use it as the first statement of a
+// test:
+//
+//	func TestVcanX(t *testing.T) {
+//		if vcanvm.Run(t) {
+//			return // the body ran in the VM
+//		}
+//		// the body: runs only inside the VM
+//	}
+//
+// On the host, Run builds a static test binary of the calling package, boots
+// Debian's kernel under qemu (TCG) with it, runs the test of the same name
+// with -test.v, streams the VM's console into t.Log and fails t if the tests
+// in the VM failed. Inside the VM it returns false at once. Where qemu or
+// the Debian packages are missing it skips the test, saying what to install
+// (with CI=true it fails instead, so that CI cannot pass without running
+// it); with -short it skips, since a VM run takes tens of seconds.
+func Run(t *testing.T) bool {
+	t.Helper()
+	if Inside() {
+		return false
+	}
+	if testing.Short() {
+		t.Skip("SKIP: vcan microVM tests do not run with -short: each boots a qemu VM")
+	}
+	timeout := DefaultTimeout
+	if d, ok := t.Deadline(); ok {
+		// Leave time for the test binary to report a timeout of its own.
+		timeout = min(timeout, time.Until(d)-15*time.Second)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+
+	vm, err := prepare(ctx, t)
+	if err != nil {
+		var m *errMissing
+		if errors.As(err, &m) {
+			msg := "SKIP: vcan microVM: " + m.msg + "; run `sudo bash .ci/install-vcanvm.sh`, which installs qemu-system-x86 and downloads Debian's kernel, busybox-static and can-utils packages into the harness's cache"
+			if os.Getenv("CI") == "true" {
+				t.Fatal(strings.Replace(msg, "SKIP", "CI must run the vcan tests", 1))
+			}
+			t.Skip(msg)
+		}
+		t.Fatalf("vcanvm: %v", err)
+	}
+	res := vm.boot(ctx, t, timeout)
+	res.report(t, timeout)
+	return true
+}
+
+// testPattern is the -test.run pattern that selects exactly the test
+// called name (a subtest's name has its parents' names before slashes).
+func testPattern(name string) string {
+	parts := strings.Split(name, "/")
+	for i, p := range parts {
+		parts[i] = "^" + regexp.QuoteMeta(p) + "$"
+	}
+	return strings.Join(parts, "/")
+}
+
+// machine is one prepared VM run.
+type machine struct {
+	qemu   string
+	img    image
+	initrd string // base image plus this run's payload
+	nonce  string
+	test   string // the test's name
+}
+
+// prepare finds qemu and the image and builds this run's initramfs.
+func prepare(ctx context.Context, t *testing.T) (*machine, error) {
+	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
+		return nil, missingf("the harness runs on linux/amd64 hosts only, not %s/%s", runtime.GOOS, runtime.GOARCH)
+	}
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		return nil, missingf("qemu-system-x86_64 not found")
+	}
+	root, err := cacheRoot()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, err
+	}
+	img, err := buildImage(root)
+	if err != nil {
+		return nil, err
+	}
+	m := &machine{qemu: qemu, img: img, nonce: newNonce(), test: t.Name()}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "test.bin")
+	if err := buildTestBinary(ctx, bin); err != nil {
+		return nil, err
+	}
+	m.initrd = filepath.Join(dir, "initrd.cpio")
+	return m, m.writeInitrd(bin, timeoutInside(ctx))
+}
+
+// timeoutInside is the -test.timeout of the test binary in the VM: what is
+// left of ctx after the boot, so that a hung test panics with its
+// goroutines' stacks on the console before the host gives up.
+func timeoutInside(ctx context.Context) time.Duration {
+	d, _ := ctx.Deadline()
+	return max(time.Until(d)-45*time.Second, 30*time.Second)
+}
+
+// buildTestBinary compiles the calling package's tests (the working
+// directory of a test is its package's directory) as a static linux/amd64
+// binary, which runs in the VM without any shared library.
+func buildTestBinary(ctx context.Context, out string) error {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		return missingf("the go command is not on PATH; the harness builds the package's test binary with it")
+	}
+	cmd := exec.CommandContext(ctx, gobin, "test", "-c", "-vet=off", "-ldflags=-s -w", "-o", out, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("building the static test binary (CGO_ENABLED=0 go test -c): %v\n%s", err, msg)
+	}
+	return nil
+}
+
+// writeInitrd writes the base image followed by a second cpio archive with
+// the test binary, the nonce and the run script. The kernel unpacks
+// concatenated archives in turn.
+func (m *machine) writeInitrd(bin string, inside time.Duration) error {
+	exe, err := os.ReadFile(bin)
+	if err != nil {
+		return err
+	}
+	out, err := os.Create(m.initrd)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	base, err := os.Open(m.img.initrd)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, base)
+	base.Close()
+	if err != nil {
+		return err
+	}
+	cw := newCPIOWriter(out)
+	cw.File("vcanvm/nonce", 0o644, []byte(m.nonce+"\n"))
+	cw.File("vcanvm/test", 0o755, exe)
+	run := fmt.Sprintf("exec /vcanvm/test -test.run %s -test.v -test.count 1 -test.timeout %s\n",
+		shellQuote(testPattern(m.test)), inside.Round(time.Second))
+	cw.File("vcanvm/run", 0o644, []byte(run))
+	if err := cw.Close(); err != nil {
+		return err
+	}
+	return out.Close()
+}
+
+// qemuArgs is the command line of one VM run. TCG, not KVM: with KVM the
+// Debian kernel hung or crashed on the machines this was measured on.
+func (m *machine) qemuArgs() []string {
+	return []string{
+		"-machine", "accel=tcg",
+		"-cpu", "max",
+		"-smp", "2",
+		"-m", "512",
+		"-nodefaults", "-no-user-config",
+		"-display", "none",
+		"-serial", "stdio",
+		"-no-reboot",
+		"-kernel", m.img.kernel,
+		"-initrd", m.initrd,
+		// panic=-1 turns a kernel panic into a reboot, which -no-reboot
+		// turns into qemu's exit: no hung VM waits for the timeout.
+		"-append", "console=ttyS0 quiet panic=-1 oops=panic mitigations=off",
+	}
+}
+
+// result is what a VM run reported.
+type result struct {
+	exit     int           // exit status from the marker, -1 without one
+	boot     time.Duration // from qemu's start to vcan0 and vcan1 up
+	total    time.Duration
+	failures []string // "--- FAIL" lines of the tests in the VM
+	setup    []string // "vcanvm: setup failed" lines
+	err      error    // qemu's own failure
+	stderr   string
+	timedOut bool
+}
+
+// boot runs qemu and streams its console into t.Log.
+func (m *machine) boot(ctx context.Context, t *testing.T, timeout time.Duration) result {
+	t.Helper()
+	res := result{exit: -1}
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, m.qemu, m.qemuArgs()...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		res.err = err
+		return res
+	}
+	t.Logf("vcanvm: booting %s with %s (timeout %v)", filepath.Base(m.img.kernel), m.qemu, timeout.Round(time.Second))
+	if err := cmd.Start(); err != nil {
+		res.err = err
+		return res
+	}
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), "\r")
+		t.Log(line)
+		res.parse(line, m.nonce, time.Since(start))
+	}
+	res.err = cmd.Wait()
+	res.total = time.Since(start)
+	res.stderr = strings.TrimSpace(stderr.String())
+	res.timedOut = ctx.Err() != nil
+	return res
+}
+
+// parse takes one console line into account. Markers carry the run's
+// nonce, so that no output of the tests can be taken for one.
+func (r *result) parse(line, nonce string, at time.Duration) {
+	if rest, ok := markerValue(line, "vcanvm-ready "+nonce+" "); ok {
+		r.boot = at
+		_ = rest
+		return
+	}
+	if rest, ok := markerValue(line, "vcanvm-exit "+nonce+" "); ok {
+		if n, err := strconv.Atoi(rest); err == nil {
+			r.exit = n
+		}
+		return
+	}
+	switch {
+	case strings.Contains(line, "--- FAIL"):
+		r.failures = append(r.failures, strings.TrimSpace(line))
+	case strings.Contains(line, "vcanvm: setup failed"):
+		r.setup = append(r.setup, strings.TrimSpace(line))
+	}
+}
+
+// markerValue returns what follows marker on line. The kernel may print in
+// the middle of a line, so the marker is searched, not anchored.
+func markerValue(line, marker string) (string, bool) {
+	i := strings.Index(line, marker)
+	if i < 0 {
+		return "", false
+	}
+	return strings.TrimSpace(line[i+len(marker):]), true
+}
+
+// report turns the run's result into the host test's outcome.
+func (r *result) report(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	switch {
+	case r.exit == 0:
+		t.Logf("vcanvm: passed; boot to vcan up %v, whole run %v", r.boot.Round(100*time.Millisecond), r.total.Round(100*time.Millisecond))
+	case r.exit == 125:
+		t.Fatalf("vcanvm: the VM's setup failed: %s", strings.Join(r.setup, "; "))
+	case r.exit > 0:
+		t.Fatalf("vcanvm: the tests in the VM failed (exit status %d):\n%s", r.exit, strings.Join(r.failures, "\n"))
+	case r.timedOut:
+		t.Fatalf("vcanvm: the VM run did not finish within %v; the console above shows how far it got (raise go test -timeout if the machine is slow)", timeout.Round(time.Second))
+	default:
+		t.Fatalf("vcanvm: qemu stopped without the VM reporting an exit status (%v); qemu said: %s; the console above shows how far the VM got", r.err, r.stderr)
+	}
+}
+
+func newNonce() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// shellQuote quotes s for sh as one word.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
