@@ -580,6 +580,7 @@ func appendSend(dst []byte, f *Frame) []byte {
 
 const hexDigitsLower = "0123456789abcdef"
 
+// fdFlags returns candump's FD flags digit: 1 BRS, 2 ESI.
 func fdFlags(f *Frame) int {
 	flags := 0
 	if f.BRS {

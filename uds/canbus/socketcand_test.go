@@ -84,8 +84,8 @@ func mustFrame(t testing.TB, s string) Frame {
 	return f
 }
 
-// recv returns the next frame of s; a closed subscription fails the test.
-func recv(t *testing.T, s *Subscription) Frame {
+// nextFrame returns the next frame of s; a closed subscription fails the test.
+func nextFrame(t *testing.T, s *Subscription) Frame {
 	t.Helper()
 	f, ok := <-s.Frames()
 	if !ok {
@@ -126,7 +126,7 @@ func TestSocketcandRoundTrip(t *testing.T) {
 			t.Fatalf("Send(%v): %v", want, err)
 		}
 		for name, sub := range map[string]*Subscription{"bus": onBus, "sender": onA, "other client": onB} {
-			if got := recv(t, sub); got != want {
+			if got := nextFrame(t, sub); got != want {
 				t.Errorf("%s got %v, want %v", name, got, want)
 			}
 		}
@@ -137,7 +137,7 @@ func TestSocketcandRoundTrip(t *testing.T) {
 	if err := b.Send(ctx, marker); err != nil {
 		t.Fatal(err)
 	}
-	if got := recv(t, onA); got != marker {
+	if got := nextFrame(t, onA); got != marker {
 		t.Fatalf("sender got %v after its own frames, want b's marker %v (a duplicate echo?)", got, marker)
 	}
 }
@@ -156,7 +156,7 @@ func TestSocketcandDeliversErrorFrames(t *testing.T) {
 		if err := bus.Send(context.Background(), want); err != nil {
 			t.Fatal(err)
 		}
-		if got := recv(t, sub); got != want {
+		if got := nextFrame(t, sub); got != want {
 			t.Errorf("got %v, want %v", got, want)
 		}
 	}
@@ -185,7 +185,7 @@ func TestSocketcandClientsSeeEachOther(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Wait for the bus to carry f, so the order is defined.
-		if got := recv(t, onBus); got != f {
+		if got := nextFrame(t, onBus); got != f {
 			t.Fatalf("bus got %v, want %v", got, f)
 		}
 		sent = append(sent, f)
@@ -193,7 +193,7 @@ func TestSocketcandClientsSeeEachOther(t *testing.T) {
 	for i, sub := range subs {
 		var own, others []Frame
 		for range sent {
-			if f := recv(t, sub); f == sent[i] {
+			if f := nextFrame(t, sub); f == sent[i] {
 				own = append(own, f)
 			} else {
 				others = append(others, f)
@@ -212,7 +212,7 @@ func TestSocketcandClientsSeeEachOther(t *testing.T) {
 	if err := c.Send(context.Background(), mustFrame(t, "321#01")); err != nil {
 		t.Fatal(err)
 	}
-	recv(t, onOther) // loopBus delivers to every subscription within Send
+	nextFrame(t, onOther) // loopBus delivers to every subscription within Send
 	select {
 	case f := <-onBus.Frames():
 		t.Errorf("bus body got %v sent on chassis", f)
@@ -338,7 +338,7 @@ func TestSocketcandConnectionLoss(t *testing.T) {
 	}
 	defer b.Close()
 	sub := b.Subscribe()
-	if got := recv(t, sub); got != mustFrame(t, "123#01") {
+	if got := nextFrame(t, sub); got != mustFrame(t, "123#01") {
 		t.Fatalf("got %v", got)
 	}
 	close(release)
@@ -710,7 +710,7 @@ func TestSocketcandPythonCanPeer(t *testing.T) {
 			t.Fatalf("python-can frame %d: got %s, want %s", i, got, w)
 		}
 	}
-	if got, want := recv(t, onBus), mustFrame(t, "7E8#025003"); got != want {
+	if got, want := nextFrame(t, onBus), mustFrame(t, "7E8#025003"); got != want {
 		t.Errorf("bus got %v from python-can, want %v", got, want)
 	}
 	if err := cmd.Wait(); err != nil {
