@@ -1,0 +1,394 @@
+//go:build linux
+
+package canbus
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.einride.tech/can"
+	"go.einride.tech/can/pkg/socketcan"
+	"golang.org/x/sys/unix"
+)
+
+// Sizes and flags of the kernel's frame structures (linux/can.h) that
+// x/sys/unix does not define.
+const (
+	canMTU   = 16 // sizeof(struct can_frame)
+	canfdMTU = 72 // sizeof(struct canfd_frame)
+	canfdBRS = 0x01
+	canfdESI = 0x02
+	canfdFDF = 0x04 // marks a CAN FD frame in canfd_frame.flags; kernels before 6.0 ignore it
+)
+
+// openSocketCAN attaches to a SocketCAN interface with a CAN_RAW socket.
+// Classic buses go through go.einride.tech/can's socketcan package; with
+// cfg.FD the socket is opened here with CAN_RAW_FD_FRAMES, which einride
+// does not offer, and carries both classic and FD frames.
+//
+// Local loopback (see Bus): the kernel's CAN_RAW_RECV_OWN_MSGS stays off,
+// and each frame this attachment sends is delivered to its own
+// subscriptions once the kernel has accepted it. Other sockets on the
+// interface, in this process or any other, get it through the kernel's
+// loopback, which stays on. So every subscription sees every frame once.
+//
+// Bit rates are the interface's (set with ip link); cfg.Bitrate and
+// cfg.DataBitrate are ignored here.
+func openSocketCAN(iface string, cfg Config) (Bus, error) {
+	name := "socketcan://" + iface
+	if err := probeAFCAN(); err != nil {
+		return nil, fmt.Errorf("canbus: %s: %w", name, err)
+	}
+	ifi, err := net.InterfaceByName(iface)
+	if err != nil {
+		return nil, fmt.Errorf("canbus: %s: %w (%v); a virtual bus is made with `ip link add dev %s type vcan && ip link set %s up`", name, ErrNoInterface, err, iface, iface)
+	}
+	switch {
+	case ifi.MTU != canMTU && ifi.MTU != canfdMTU:
+		return nil, fmt.Errorf("canbus: %s: MTU %d is not a CAN interface's (16 for classic CAN, 72 for CAN FD)", name, ifi.MTU)
+	case cfg.FD && ifi.MTU != canfdMTU:
+		return nil, fmt.Errorf("canbus: %s: opened with fd=true, but the interface carries only classic CAN (MTU %d); enable CAN FD with `ip link set %s mtu 72` or open it without fd", name, ifi.MTU, iface)
+	}
+	var l socketcanLink
+	if cfg.FD {
+		l, err = dialFD(ifi)
+	} else {
+		l, err = dialClassic(iface)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("canbus: %s: %v", name, err)
+	}
+	b := &socketcanBus{name: name, fd: cfg.FD, link: l, done: make(chan struct{})}
+	b.hub.QueueLen = cfg.QueueLen
+	go b.receive()
+	return b, nil
+}
+
+// probeAFCAN checks that the kernel can open a CAN_RAW socket, so that a
+// missing protocol is reported as such rather than as a missing interface
+// (without AF_CAN no CAN interface can exist either).
+func probeAFCAN() error {
+	fd, err := unix.Socket(unix.AF_CAN, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.CAN_RAW)
+	if err != nil {
+		if errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(err, unix.EPROTONOSUPPORT) {
+			return fmt.Errorf("%w: %v; load the can and can-raw kernel modules (modprobe can-raw), or reach a bus on another machine with socketcand://", ErrNoAFCAN, err)
+		}
+		return fmt.Errorf("opening a CAN_RAW socket: %v", err)
+	}
+	unix.Close(fd)
+	return nil
+}
+
+// socketcanLink is one CAN_RAW socket: classic through einride, or FD.
+type socketcanLink interface {
+	recv() (Frame, error) // blocks for the next frame
+	send(f *Frame) error
+	setWriteDeadline(t time.Time) error
+	close() error
+}
+
+// socketcanBus is a Bus on one CAN_RAW socket.
+type socketcanBus struct {
+	name   string // socketcan://IFACE, for errors
+	fd     bool
+	link   socketcanLink
+	hub    Hub
+	sendMu sync.Mutex // one frame at a time, in the order Send was called
+	closed atomic.Bool
+	done   chan struct{} // closed when receive returns
+}
+
+func (b *socketcanBus) Subscribe(filters ...Filter) *Subscription {
+	return b.hub.Subscribe(filters...)
+}
+
+// Send writes f to the socket. The kernel accepts it at once on vcan; on a
+// controller whose transmit queue is full it answers ENOBUFS rather than
+// blocking, and Send waits and retries until the frame is queued or ctx
+// ends.
+func (b *socketcanBus) Send(ctx context.Context, f Frame) error {
+	if err := f.Validate(); err != nil {
+		return fmt.Errorf("%s: %w", b.name, err)
+	}
+	if f.Error {
+		return fmt.Errorf("canbus: %s: error frames are reported by controllers and cannot be sent: %w", b.name, ErrFlags)
+	}
+	if f.FD && !b.fd {
+		return fmt.Errorf("canbus: %s: CAN FD frame on a bus opened without fd=true (open %s?fd=true on an interface with MTU 72): %w", b.name, b.name, ErrFlags)
+	}
+	b.sendMu.Lock()
+	defer b.sendMu.Unlock()
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// A write blocks while the socket's send buffer is full. Ending ctx
+	// moves the write deadline into the past, which makes it return.
+	interrupted := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(interrupted)
+		b.link.setWriteDeadline(time.Unix(1, 0))
+	})
+	err := b.write(ctx, &f)
+	if !stop() {
+		<-interrupted
+		b.link.setWriteDeadline(time.Time{})
+	}
+	if err != nil {
+		return err
+	}
+	b.hub.Deliver(f)
+	return nil
+}
+
+func (b *socketcanBus) write(ctx context.Context, f *Frame) error {
+	backoff := 100 * time.Microsecond
+	for {
+		err := b.link.send(f)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, unix.ENOBUFS):
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+			backoff = min(2*backoff, 10*time.Millisecond)
+		case errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed):
+			return ErrClosed
+		default:
+			return fmt.Errorf("canbus: %s: sending %v: %w", b.name, f, err)
+		}
+	}
+}
+
+// receive hands every frame the socket reads to the hub until the bus is
+// closed or the interface disappears.
+func (b *socketcanBus) receive() {
+	defer close(b.done)
+	for {
+		f, err := b.link.recv()
+		if err == nil {
+			b.hub.Deliver(f)
+			continue
+		}
+		if b.closed.Load() {
+			return
+		}
+		if errors.Is(err, unix.ENETDOWN) {
+			continue // the interface went down; frames flow again once it is up
+		}
+		// The interface was removed (ENODEV) or the socket failed: end
+		// the subscriptions so that readers do not wait forever.
+		b.hub.Close()
+		return
+	}
+}
+
+// Close closes the socket and every subscription.
+func (b *socketcanBus) Close() error {
+	if b.closed.Swap(true) {
+		return nil
+	}
+	err := b.link.close()
+	<-b.done
+	b.hub.Close()
+	if err != nil {
+		return fmt.Errorf("canbus: %s: closing: %v", b.name, err)
+	}
+	return nil
+}
+
+// classicLink is a CAN_RAW socket opened by einride's socketcan.Dial.
+type classicLink struct {
+	conn net.Conn
+	rx   *socketcan.Receiver
+	tx   *socketcan.Transmitter
+}
+
+func dialClassic(iface string) (*classicLink, error) {
+	conn, err := socketcan.Dial("can", iface, socketcan.WithReceiveErrorFrames())
+	if err != nil {
+		return nil, err
+	}
+	return &classicLink{conn: conn, rx: socketcan.NewReceiver(conn), tx: socketcan.NewTransmitter(conn)}, nil
+}
+
+func (l *classicLink) recv() (Frame, error) {
+	if !l.rx.Receive() {
+		err := l.rx.Err()
+		if err == nil {
+			err = io.EOF
+		}
+		// The receiver stops at its first error; a new one reads on.
+		l.rx = socketcan.NewReceiver(l.conn)
+		return Frame{}, err
+	}
+	if l.rx.HasErrorFrame() {
+		e := l.rx.ErrorFrame()
+		f := Frame{Error: true, ID: uint32(e.ErrorClass) & unix.CAN_ERR_MASK, Len: 8}
+		f.Data[0] = e.LostArbitrationBit
+		f.Data[1] = uint8(e.ControllerError)
+		f.Data[2] = uint8(e.ProtocolError)
+		f.Data[3] = uint8(e.ProtocolViolationErrorLocation)
+		f.Data[4] = uint8(e.TransceiverError)
+		copy(f.Data[5:8], e.ControllerSpecificInformation[:])
+		return f, nil
+	}
+	cf := l.rx.Frame()
+	f := Frame{ID: cf.ID, Extended: cf.IsExtended, RTR: cf.IsRemote, Len: min(cf.Length, MaxClassicLen)}
+	if !f.RTR {
+		copy(f.Data[:f.Len], cf.Data[:])
+	}
+	return f, nil
+}
+
+func (l *classicLink) send(f *Frame) error {
+	cf := can.Frame{ID: f.ID, Length: f.Len, IsExtended: f.Extended, IsRemote: f.RTR}
+	copy(cf.Data[:], f.Payload())
+	// No deadline from ctx: Send interrupts the write itself, and einride
+	// would leave a deadline set on the connection for later frames.
+	return l.tx.TransmitFrame(context.Background(), cf)
+}
+
+func (l *classicLink) setWriteDeadline(t time.Time) error { return l.conn.SetWriteDeadline(t) }
+func (l *classicLink) close() error                       { return l.conn.Close() }
+
+// fdLink is a CAN_RAW socket with CAN_RAW_FD_FRAMES: reads and writes are
+// a struct can_frame (16 bytes) or a struct canfd_frame (72 bytes).
+type fdLink struct {
+	f   *os.File
+	buf [canfdMTU]byte // for send, under the bus's sendMu
+}
+
+func dialFD(ifi *net.Interface) (*fdLink, error) {
+	fd, err := unix.Socket(unix.AF_CAN, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.CAN_RAW)
+	if err != nil {
+		return nil, fmt.Errorf("opening a CAN_RAW socket: %v", err)
+	}
+	setup := func() error {
+		if err := unix.SetsockoptInt(fd, unix.SOL_CAN_RAW, unix.CAN_RAW_FD_FRAMES, 1); err != nil {
+			return fmt.Errorf("enabling CAN FD frames (CAN_RAW_FD_FRAMES): %v", err)
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_CAN_RAW, unix.CAN_RAW_ERR_FILTER, unix.CAN_ERR_MASK); err != nil {
+			return fmt.Errorf("enabling error frames (CAN_RAW_ERR_FILTER): %v", err)
+		}
+		if err := unix.Bind(fd, &unix.SockaddrCAN{Ifindex: ifi.Index}); err != nil {
+			return fmt.Errorf("binding to %s: %v", ifi.Name, err)
+		}
+		return nil
+	}
+	if err := setup(); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	// A non-blocking descriptor makes os.NewFile use the runtime's poller,
+	// so that Close and write deadlines interrupt blocked calls.
+	return &fdLink{f: os.NewFile(uintptr(fd), "socketcan://"+ifi.Name)}, nil
+}
+
+func (l *fdLink) recv() (Frame, error) {
+	var buf [canfdMTU]byte
+	for {
+		n, err := l.f.Read(buf[:])
+		if err != nil {
+			return Frame{}, err
+		}
+		if f, err := decodeSocketCAN(buf[:n]); err == nil {
+			return f, nil
+		}
+		// Not a frame the kernel should ever hand out: skip it.
+	}
+}
+
+func (l *fdLink) send(f *Frame) error {
+	_, err := l.f.Write(encodeSocketCAN(f, &l.buf))
+	return err
+}
+
+func (l *fdLink) setWriteDeadline(t time.Time) error { return l.f.SetWriteDeadline(t) }
+func (l *fdLink) close() error                       { return l.f.Close() }
+
+// decodeSocketCAN decodes a struct can_frame (16 bytes) or struct
+// canfd_frame (72 bytes) as read from a CAN_RAW socket. vcan passes on
+// whatever length a sender wrote, so an FD length between the valid ones
+// is rounded up to the next, as a controller would pad it on a real bus.
+func decodeSocketCAN(b []byte) (Frame, error) {
+	var f Frame
+	if len(b) != canMTU && len(b) != canfdMTU {
+		return f, fmt.Errorf("canbus: %d bytes from a CAN_RAW socket are neither a can_frame (16) nor a canfd_frame (72): %w", len(b), ErrMalformed)
+	}
+	id := binary.NativeEndian.Uint32(b[0:4])
+	n := b[4]
+	switch {
+	case id&unix.CAN_ERR_FLAG != 0:
+		f.Error, f.ID = true, id&unix.CAN_ERR_MASK
+	case id&unix.CAN_EFF_FLAG != 0:
+		f.Extended, f.ID = true, id&unix.CAN_EFF_MASK
+	default:
+		f.ID = id & unix.CAN_SFF_MASK
+	}
+	if len(b) == canfdMTU {
+		if f.Error || n > MaxFDLen {
+			return f, fmt.Errorf("canbus: canfd_frame with id %#x and length %d: %w", id, n, ErrMalformed)
+		}
+		f.FD, f.BRS, f.ESI = true, b[5]&canfdBRS != 0, b[5]&canfdESI != 0
+		f.Len = uint8(RoundFDLen(int(n)))
+		copy(f.Data[:f.Len], b[8:])
+		return f, f.Validate()
+	}
+	if n > MaxClassicLen {
+		return f, fmt.Errorf("canbus: can_frame with id %#x and length %d: %w", id, n, ErrMalformed)
+	}
+	f.Len = n
+	f.RTR = !f.Error && id&unix.CAN_RTR_FLAG != 0
+	if !f.RTR {
+		copy(f.Data[:n], b[8:])
+	}
+	return f, f.Validate()
+}
+
+// encodeSocketCAN lays f out as the kernel's struct can_frame or, for FD
+// frames, struct canfd_frame in buf and returns the bytes to write. f must
+// be valid and not an error frame.
+func encodeSocketCAN(f *Frame, buf *[canfdMTU]byte) []byte {
+	*buf = [canfdMTU]byte{}
+	id := f.ID
+	if f.Extended {
+		id |= unix.CAN_EFF_FLAG
+	}
+	if f.RTR {
+		id |= unix.CAN_RTR_FLAG
+	}
+	binary.NativeEndian.PutUint32(buf[0:4], id)
+	buf[4] = f.Len
+	if !f.FD {
+		copy(buf[8:canMTU], f.Payload())
+		return buf[:canMTU]
+	}
+	flags := byte(canfdFDF)
+	if f.BRS {
+		flags |= canfdBRS
+	}
+	if f.ESI {
+		flags |= canfdESI
+	}
+	buf[5] = flags
+	copy(buf[8:], f.Payload())
+	return buf[:canfdMTU]
+}
