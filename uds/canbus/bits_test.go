@@ -15,15 +15,15 @@ func traceFrame(f *Frame) (string, *bitEncoder) {
 	return string(e.trace), e
 }
 
-func fill(b byte, n int) []byte { return bytes.Repeat([]byte{b}, n) }
+func repeatByte(b byte, n int) []byte { return bytes.Repeat([]byte{b}, n) }
 
-func frameOf(id uint32, ext bool, data []byte) Frame {
+func classicFrame(id uint32, ext bool, data []byte) Frame {
 	f := Frame{ID: id, Extended: ext}
 	f.SetPayload(data)
 	return f
 }
 
-func fdFrameOf(id uint32, ext, brs, esi bool, data []byte) Frame {
+func fdFrame(id uint32, ext, brs, esi bool, data []byte) Frame {
 	f := Frame{ID: id, Extended: ext, FD: true, BRS: brs, ESI: esi}
 	f.SetPayload(data)
 	return f
@@ -62,7 +62,7 @@ func TestFrameBitsByHand(t *testing.T) {
 		// the CRC delimiter: 5+1+4+1+17+4+1 = 33 data-phase bits. ACK,
 		// ACK delimiter, EOF and intermission add 12 nominal bits.
 		wantPrefix := "0" + "10101010101" + "00" + "1" + "0" + "1" + "0" + "0000" + "1" + "0000" + "1"
-		f := fdFrameOf(0x555, false, true, false, nil)
+		f := fdFrame(0x555, false, true, false, nil)
 		got, e := traceFrame(&f)
 		if !strings.HasPrefix(got, wantPrefix) {
 			t.Fatalf("wire\n got %s\nwant prefix %s", got, wantPrefix)
@@ -93,25 +93,25 @@ func TestFrameBitsMatchIndependentEncoders(t *testing.T) {
 		crc           uint32
 		stuffed       int
 	}{
-		{"classic 000 8x00", frameOf(0x000, false, fill(0x00, 8)), 127, 0, 5211, 16},
-		{"classic 7FF 8xFF", frameOf(0x7FF, false, fill(0xFF, 8)), 126, 0, 19593, 15},
-		{"classic 555 8x55", frameOf(0x555, false, fill(0x55, 8)), 112, 0, 6916, 1},
-		{"classic 7E0 8x00", frameOf(0x7E0, false, fill(0x00, 8)), 127, 0, 14323, 16},
-		{"classic 7E0 8xFF", frameOf(0x7E0, false, fill(0xFF, 8)), 126, 0, 20793, 15},
-		{"classic 7E0 8x55", frameOf(0x7E0, false, fill(0x55, 8)), 113, 0, 22210, 2},
-		{"classic 7E8 UDS response", frameOf(0x7E8, false, []byte{2, 0x10, 3, 0, 0, 0, 0, 0}), 124, 0, 9173, 13},
+		{"classic 000 8x00", classicFrame(0x000, false, repeatByte(0x00, 8)), 127, 0, 5211, 16},
+		{"classic 7FF 8xFF", classicFrame(0x7FF, false, repeatByte(0xFF, 8)), 126, 0, 19593, 15},
+		{"classic 555 8x55", classicFrame(0x555, false, repeatByte(0x55, 8)), 112, 0, 6916, 1},
+		{"classic 7E0 8x00", classicFrame(0x7E0, false, repeatByte(0x00, 8)), 127, 0, 14323, 16},
+		{"classic 7E0 8xFF", classicFrame(0x7E0, false, repeatByte(0xFF, 8)), 126, 0, 20793, 15},
+		{"classic 7E0 8x55", classicFrame(0x7E0, false, repeatByte(0x55, 8)), 113, 0, 22210, 2},
+		{"classic 7E8 UDS response", classicFrame(0x7E8, false, []byte{2, 0x10, 3, 0, 0, 0, 0, 0}), 124, 0, 9173, 13},
 		{"classic remote 7DF len 8", Frame{ID: 0x7DF, RTR: true, Len: 8}, 50, 0, 5770, 3},
-		{"29-bit 18DAF110 8x00", frameOf(0x18DAF110, true, fill(0x00, 8)), 145, 0, 25805, 14},
-		{"29-bit 18DAF110 8xFF", frameOf(0x18DAF110, true, fill(0xFF, 8)), 146, 0, 519, 15},
-		{"29-bit 18DAF110 8x55", frameOf(0x18DAF110, true, fill(0x55, 8)), 133, 0, 1532, 2},
+		{"29-bit 18DAF110 8x00", classicFrame(0x18DAF110, true, repeatByte(0x00, 8)), 145, 0, 25805, 14},
+		{"29-bit 18DAF110 8xFF", classicFrame(0x18DAF110, true, repeatByte(0xFF, 8)), 146, 0, 519, 15},
+		{"29-bit 18DAF110 8x55", classicFrame(0x18DAF110, true, repeatByte(0x55, 8)), 133, 0, 1532, 2},
 		{"29-bit remote 1FFFFFFF", Frame{ID: 0x1FFFFFFF, Extended: true, RTR: true}, 74, 0, 28493, 7},
-		{"FD 555 no data", fdFrameOf(0x555, false, false, false, nil), 63, 0, 24079, 1},
-		{"FD BRS 555 no data", fdFrameOf(0x555, false, true, false, nil), 29, 33, 24213, 0},
-		{"FD BRS 7E0 16x00", fdFrameOf(0x7E0, false, true, false, fill(0x00, 16)), 31, 186, 6621, 27},
-		{"FD BRS 7E0 64xCC", fdFrameOf(0x7E0, false, true, false, fill(0xCC, 64)), 31, 551, 1635764, 3},
-		{"FD BRS 7E0 64x00", fdFrameOf(0x7E0, false, true, false, fill(0x00, 64)), 31, 652, 1131301, 104},
-		{"FD ESI 123 20xFF", fdFrameOf(0x123, false, false, true, fill(0xFF, 20)), 259, 0, 203184, 32},
-		{"FD BRS ESI 29-bit 18DA10F1 12x55", fdFrameOf(0x18DA10F1, true, true, true, fill(0x55, 12)), 48, 129, 53586, 0},
+		{"FD 555 no data", fdFrame(0x555, false, false, false, nil), 63, 0, 24079, 1},
+		{"FD BRS 555 no data", fdFrame(0x555, false, true, false, nil), 29, 33, 24213, 0},
+		{"FD BRS 7E0 16x00", fdFrame(0x7E0, false, true, false, repeatByte(0x00, 16)), 31, 186, 6621, 27},
+		{"FD BRS 7E0 64xCC", fdFrame(0x7E0, false, true, false, repeatByte(0xCC, 64)), 31, 551, 1635764, 3},
+		{"FD BRS 7E0 64x00", fdFrame(0x7E0, false, true, false, repeatByte(0x00, 64)), 31, 652, 1131301, 104},
+		{"FD ESI 123 20xFF", fdFrame(0x123, false, false, true, repeatByte(0xFF, 20)), 259, 0, 203184, 32},
+		{"FD BRS ESI 29-bit 18DA10F1 12x55", fdFrame(0x18DA10F1, true, true, true, repeatByte(0x55, 12)), 48, 129, 53586, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -195,7 +195,7 @@ func checkFrameBits(t *testing.T, f *Frame) {
 
 // randomFrame returns a valid frame whose payload is drawn from patterns
 // that stress stuffing as well as from random bytes.
-func randomFrame(r *rand.Rand) Frame {
+func randomValidFrame(r *rand.Rand) Frame {
 	var f Frame
 	f.Extended = r.IntN(2) == 0
 	if f.Extended {
@@ -231,7 +231,7 @@ func randomFrame(r *rand.Rand) Frame {
 func TestFrameBitsProperties(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for range 5000 {
-		f := randomFrame(r)
+		f := randomValidFrame(r)
 		checkFrameBits(t, &f)
 	}
 }
@@ -263,9 +263,9 @@ func TestFrameBitsErrorFrame(t *testing.T) {
 }
 
 func TestConfigFrameTime(t *testing.T) {
-	classic := Frame{}                                   // 53 bits
-	fd := fdFrameOf(0x555, false, true, false, nil)      // 29 nominal + 33 data
-	fdSlow := fdFrameOf(0x555, false, false, false, nil) // 63 nominal
+	classic := Frame{}                                 // 53 bits
+	fd := fdFrame(0x555, false, true, false, nil)      // 29 nominal + 33 data
+	fdSlow := fdFrame(0x555, false, false, false, nil) // 63 nominal
 	tests := []struct {
 		name string
 		cfg  Config
@@ -293,10 +293,10 @@ func TestConfigFrameTime(t *testing.T) {
 // panic, and valid frames must keep every property of checkFrameBits.
 func FuzzFrameBits(f *testing.F) {
 	f.Add(uint8(0), uint32(0), uint8(0), []byte{})
-	f.Add(uint8(0x0E), uint32(0x7E0), uint8(64), fill(0xCC, 64))
-	f.Add(uint8(0x01), uint32(0x18DAF110), uint8(8), fill(0x00, 8))
+	f.Add(uint8(0x0E), uint32(0x7E0), uint8(64), repeatByte(0xCC, 64))
+	f.Add(uint8(0x01), uint32(0x18DAF110), uint8(8), repeatByte(0x00, 8))
 	f.Add(uint8(0x02), uint32(0x7DF), uint8(8), []byte{})
-	f.Add(uint8(0xFF), uint32(0xFFFFFFFF), uint8(255), fill(0x55, 70))
+	f.Add(uint8(0xFF), uint32(0xFFFFFFFF), uint8(255), repeatByte(0x55, 70))
 	f.Fuzz(func(t *testing.T, flags uint8, id uint32, n uint8, data []byte) {
 		fr := Frame{
 			ID: id, Extended: flags&1 != 0, RTR: flags&2 != 0, FD: flags&4 != 0,
@@ -317,8 +317,8 @@ func BenchmarkFrameBits(b *testing.B) {
 		name string
 		f    Frame
 	}{
-		{"classic-8", frameOf(0x7E0, false, fill(0x55, 8))},
-		{"fd-64", fdFrameOf(0x7E0, false, true, false, fill(0xCC, 64))},
+		{"classic-8", classicFrame(0x7E0, false, repeatByte(0x55, 8))},
+		{"fd-64", fdFrame(0x7E0, false, true, false, repeatByte(0xCC, 64))},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			var bits int

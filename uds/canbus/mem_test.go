@@ -34,14 +34,14 @@ func openMemT(t testing.TB, name string, cfg Config) Bus {
 	return b
 }
 
-// recv returns the next frame of s, failing the test if none comes within
+// memRecv returns the next frame of s, failing the test if none comes within
 // a second (of virtual time under synctest).
-func recv(t *testing.T, s *Subscription) Frame {
+func memRecv(t *testing.T, s *Subscription) Frame {
 	t.Helper()
-	return recvWithin(t, s, time.Second)
+	return memRecvWithin(t, s, time.Second)
 }
 
-func recvWithin(t *testing.T, s *Subscription, d time.Duration) Frame {
+func memRecvWithin(t *testing.T, s *Subscription, d time.Duration) Frame {
 	t.Helper()
 	select {
 	case f, ok := <-s.Frames():
@@ -55,8 +55,8 @@ func recvWithin(t *testing.T, s *Subscription, d time.Duration) Frame {
 	return Frame{}
 }
 
-// expectNone fails if s has a frame ready now.
-func expectNone(t *testing.T, s *Subscription) {
+// memExpectNone fails if s has a frame ready now.
+func memExpectNone(t *testing.T, s *Subscription) {
 	t.Helper()
 	synctest.Wait()
 	select {
@@ -66,7 +66,7 @@ func expectNone(t *testing.T, s *Subscription) {
 	}
 }
 
-func send(t *testing.T, b Bus, f Frame) {
+func memSend(t *testing.T, b Bus, f Frame) {
 	t.Helper()
 	if err := b.Send(t.Context(), f); err != nil {
 		t.Fatal(err)
@@ -74,8 +74,8 @@ func send(t *testing.T, b Bus, f Frame) {
 }
 
 var (
-	classic500 = Config{Bitrate: 500_000}
-	fd500to2M  = Config{Bitrate: 500_000, DataBitrate: 2_000_000, FD: true}
+	memClassic500 = Config{Bitrate: 500_000}
+	memFD500to2M  = Config{Bitrate: 500_000, DataBitrate: 2_000_000, FD: true}
 )
 
 // TestMemDeliversAfterExactlyFrameTime: a frame on an idle bus arrives
@@ -87,10 +87,10 @@ func TestMemDeliversAfterExactlyFrameTime(t *testing.T) {
 		f    Frame
 		want time.Duration
 	}{
-		{"classic 8x55", classic500, frameOf(0x7E0, false, fill(0x55, 8)), 113 * 2 * time.Microsecond},
-		{"29-bit 8x00", classic500, frameOf(0x18DAF110, true, fill(0x00, 8)), 145 * 2 * time.Microsecond},
-		{"FD BRS 64xCC", fd500to2M, fdFrameOf(0x7E0, false, true, false, fill(0xCC, 64)), 31*2000 + 551*500},
-		{"FD without BRS", fd500to2M, fdFrameOf(0x555, false, false, false, nil), 63 * 2 * time.Microsecond},
+		{"classic 8x55", memClassic500, classicFrame(0x7E0, false, repeatByte(0x55, 8)), 113 * 2 * time.Microsecond},
+		{"29-bit 8x00", memClassic500, classicFrame(0x18DAF110, true, repeatByte(0x00, 8)), 145 * 2 * time.Microsecond},
+		{"FD BRS 64xCC", memFD500to2M, fdFrame(0x7E0, false, true, false, repeatByte(0xCC, 64)), 31*2000 + 551*500},
+		{"FD without BRS", memFD500to2M, fdFrame(0x555, false, false, false, nil), 63 * 2 * time.Microsecond},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,10 +102,10 @@ func TestMemDeliversAfterExactlyFrameTime(t *testing.T) {
 				b := openMemT(t, memName(t), tt.cfg)
 				s := b.Subscribe()
 				t0 := time.Now()
-				send(t, a, tt.f)
+				memSend(t, a, tt.f)
 				time.Sleep(tt.want - 1)
-				expectNone(t, s)
-				got := recv(t, s)
+				memExpectNone(t, s)
+				got := memRecv(t, s)
 				if el := time.Since(t0); el != tt.want {
 					t.Errorf("delivered after %v, want %v", el, tt.want)
 				}
@@ -123,28 +123,28 @@ func TestMemDeliversAfterExactlyFrameTime(t *testing.T) {
 func TestMemBackToBackAtCumulativeDeadlines(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		name := memName(t)
-		a := openMemT(t, name, fd500to2M)
-		b := openMemT(t, name, fd500to2M)
+		a := openMemT(t, name, memFD500to2M)
+		b := openMemT(t, name, memFD500to2M)
 		s := b.Subscribe()
 		const n = 3*memTxQueueLen + 5
 		frames := make([]Frame, n)
 		for i := range frames {
 			if i%3 == 0 {
-				frames[i] = fdFrameOf(0x7E0, false, true, false, fill(byte(i), RoundFDLen(i%65)))
+				frames[i] = fdFrame(0x7E0, false, true, false, repeatByte(byte(i), RoundFDLen(i%65)))
 			} else {
-				frames[i] = frameOf(0x7E0, false, fill(byte(i), i%9))
+				frames[i] = classicFrame(0x7E0, false, repeatByte(byte(i), i%9))
 			}
 		}
 		t0 := time.Now()
 		go func() {
 			for _, f := range frames {
-				send(t, a, f)
+				memSend(t, a, f)
 			}
 		}()
 		var deadline time.Duration
 		for i, f := range frames {
-			deadline += fd500to2M.FrameTime(&f)
-			got := recv(t, s)
+			deadline += memFD500to2M.FrameTime(&f)
+			got := memRecv(t, s)
 			if got != f {
 				t.Fatalf("frame %d is %v, want %v", i, got, f)
 			}
@@ -182,22 +182,22 @@ func TestMemArbitration(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				name := memName(t)
-				lose := openMemT(t, name, fd500to2M)
-				win := openMemT(t, name, fd500to2M)
-				s := openMemT(t, name, fd500to2M).Subscribe()
+				lose := openMemT(t, name, memFD500to2M)
+				win := openMemT(t, name, memFD500to2M)
+				s := openMemT(t, name, memFD500to2M).Subscribe()
 				t0 := time.Now()
-				send(t, lose, tt.first)
+				memSend(t, lose, tt.first)
 				// Let the wire start on the first frame; the second,
 				// queued at the same instant, must still win.
 				synctest.Wait()
-				send(t, win, tt.second)
-				if got := recv(t, s); got != tt.second {
+				memSend(t, win, tt.second)
+				if got := memRecv(t, s); got != tt.second {
 					t.Fatalf("first on the wire: %v, want %v", got, tt.second)
 				}
-				if got := recv(t, s); got != tt.first {
+				if got := memRecv(t, s); got != tt.first {
 					t.Fatalf("second on the wire: %v, want %v", got, tt.first)
 				}
-				want := fd500to2M.FrameTime(&tt.first) + fd500to2M.FrameTime(&tt.second)
+				want := memFD500to2M.FrameTime(&tt.first) + memFD500to2M.FrameTime(&tt.second)
 				if el := time.Since(t0); el != want {
 					t.Fatalf("both delivered after %v, want %v", el, want)
 				}
@@ -211,23 +211,23 @@ func TestMemArbitration(t *testing.T) {
 func TestMemNoPreemption(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		name := memName(t)
-		low, high := openMemT(t, name, classic500), openMemT(t, name, classic500)
+		low, high := openMemT(t, name, memClassic500), openMemT(t, name, memClassic500)
 		s := low.Subscribe()
-		lf, hf := std8(0x700), std8(0x100)
+		lf, hf := memFrame8(0x700), memFrame8(0x100)
 		t0 := time.Now()
-		send(t, low, lf)
+		memSend(t, low, lf)
 		time.Sleep(time.Microsecond)
-		send(t, high, hf)
-		if got := recv(t, s); got != lf || time.Since(t0) != classic500.FrameTime(&lf) {
-			t.Fatalf("first frame %v at %v, want %v at %v", got, time.Since(t0), lf, classic500.FrameTime(&lf))
+		memSend(t, high, hf)
+		if got := memRecv(t, s); got != lf || time.Since(t0) != memClassic500.FrameTime(&lf) {
+			t.Fatalf("first frame %v at %v, want %v at %v", got, time.Since(t0), lf, memClassic500.FrameTime(&lf))
 		}
-		if got := recv(t, s); got != hf || time.Since(t0) != classic500.FrameTime(&lf)+classic500.FrameTime(&hf) {
+		if got := memRecv(t, s); got != hf || time.Since(t0) != memClassic500.FrameTime(&lf)+memClassic500.FrameTime(&hf) {
 			t.Fatalf("second frame %v at %v", got, time.Since(t0))
 		}
 	})
 }
 
-func std8(id uint32) Frame { return frameOf(id, false, fill(byte(id), 8)) }
+func memFrame8(id uint32) Frame { return classicFrame(id, false, repeatByte(byte(id), 8)) }
 
 // TestMemLowPriorityGetsThroughInAPause: a high-priority sender with a
 // backlog holds the wire, but the low-priority frame waiting since the
@@ -236,31 +236,31 @@ func std8(id uint32) Frame { return frameOf(id, false, fill(byte(id), 8)) }
 func TestMemLowPriorityGetsThroughInAPause(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		name := memName(t)
-		high, low := openMemT(t, name, classic500), openMemT(t, name, classic500)
-		s := openMemT(t, name, classic500).Subscribe()
-		hf, lf := std8(0x100), std8(0x7FF)
-		dh, dl := classic500.FrameTime(&hf), classic500.FrameTime(&lf)
+		high, low := openMemT(t, name, memClassic500), openMemT(t, name, memClassic500)
+		s := openMemT(t, name, memClassic500).Subscribe()
+		hf, lf := memFrame8(0x100), memFrame8(0x7FF)
+		dh, dl := memClassic500.FrameTime(&hf), memClassic500.FrameTime(&lf)
 		t0 := time.Now()
-		send(t, low, lf)
+		memSend(t, low, lf)
 		for range 5 {
-			send(t, high, hf)
+			memSend(t, high, hf)
 		}
 		go func() {
 			time.Sleep(5*dh + dl/2) // back while the low-priority frame is on the wire
 			for range 5 {
-				send(t, high, hf)
+				memSend(t, high, hf)
 			}
 		}()
 		for i := range 5 {
-			if got := recv(t, s); got != hf || time.Since(t0) != time.Duration(i+1)*dh {
+			if got := memRecv(t, s); got != hf || time.Since(t0) != time.Duration(i+1)*dh {
 				t.Fatalf("frame %d: %v at %v, want %v at %v", i, got, time.Since(t0), hf, time.Duration(i+1)*dh)
 			}
 		}
-		if got := recv(t, s); got != lf || time.Since(t0) != 5*dh+dl {
+		if got := memRecv(t, s); got != lf || time.Since(t0) != 5*dh+dl {
 			t.Fatalf("low-priority frame: %v at %v, want %v at %v", got, time.Since(t0), lf, 5*dh+dl)
 		}
 		for i := range 5 {
-			if got, want := recv(t, s), 5*dh+dl+time.Duration(i+1)*dh; got != hf || time.Since(t0) != want {
+			if got, want := memRecv(t, s), 5*dh+dl+time.Duration(i+1)*dh; got != hf || time.Since(t0) != want {
 				t.Fatalf("second burst frame %d: %v at %v, want %v at %v", i, got, time.Since(t0), hf, want)
 			}
 		}
@@ -271,7 +271,7 @@ func TestMemLowPriorityGetsThroughInAPause(t *testing.T) {
 // the sending attachment (loopback) and on others, each get their frames,
 // in the same order, on timed and untimed buses.
 func TestMemEveryReaderSeesEveryFrame(t *testing.T) {
-	for _, cfg := range []Config{{}, classic500} {
+	for _, cfg := range []Config{{}, memClassic500} {
 		t.Run(describeMem(cfg), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				name := memName(t)
@@ -281,7 +281,7 @@ func TestMemEveryReaderSeesEveryFrame(t *testing.T) {
 				ecu := b.Subscribe(ExactFilter(0x7E0, false), ExactFilter(0x7E8, false))
 				ids := []uint32{0x7E0, 0x7E8, 0x123, 0x7E0, 0x7E8}
 				for _, id := range ids {
-					send(t, a, std8(id))
+					memSend(t, a, memFrame8(id))
 				}
 				for _, c := range []struct {
 					name string
@@ -293,11 +293,11 @@ func TestMemEveryReaderSeesEveryFrame(t *testing.T) {
 					{"reader of 7E0 and 7E8", ecu, []uint32{0x7E0, 0x7E8, 0x7E0, 0x7E8}},
 				} {
 					for i, id := range c.want {
-						if got := recv(t, c.s); got.ID != id {
+						if got := memRecv(t, c.s); got.ID != id {
 							t.Fatalf("%s: frame %d has id %#x, want %#x", c.name, i, got.ID, id)
 						}
 					}
-					expectNone(t, c.s)
+					memExpectNone(t, c.s)
 				}
 			})
 		})
@@ -313,7 +313,7 @@ func TestMemUntimedDeliversAtOnce(t *testing.T) {
 		s := b.Subscribe()
 		t0 := time.Now()
 		for i := range 100 {
-			send(t, a, std8(uint32(i)))
+			memSend(t, a, memFrame8(uint32(i)))
 		}
 		for i := range 100 {
 			select {
@@ -337,8 +337,8 @@ func TestMemUntimedDeliversAtOnce(t *testing.T) {
 func TestMemRejectsFramesItCannotCarry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		name := memName(t)
-		classic := openMemT(t, name, classic500)
-		fd := openMemT(t, name+"-fd", fd500to2M)
+		classic := openMemT(t, name, memClassic500)
+		fd := openMemT(t, name+"-fd", memFD500to2M)
 		s := classic.Subscribe()
 		tests := []struct {
 			name string
@@ -346,12 +346,12 @@ func TestMemRejectsFramesItCannotCarry(t *testing.T) {
 			f    Frame
 			want error
 		}{
-			{"FD frame on a classic bus", classic, fdFrameOf(0x7E0, false, true, false, fill(0xCC, 64)), ErrNoFD},
+			{"FD frame on a classic bus", classic, fdFrame(0x7E0, false, true, false, repeatByte(0xCC, 64)), ErrNoFD},
 			{"FD frame without BRS on a classic bus", classic, Frame{ID: 1, FD: true}, ErrNoFD},
 			{"11-bit id out of range", classic, Frame{ID: 0x800}, ErrIDRange},
 			{"classic length 9", classic, Frame{Len: 9}, ErrLength},
 			{"FD length 9", fd, Frame{FD: true, Len: 9}, ErrLength},
-			{"FD frame on an FD bus", fd, fdFrameOf(0x7E0, false, true, false, fill(0xCC, 64)), nil},
+			{"FD frame on an FD bus", fd, fdFrame(0x7E0, false, true, false, repeatByte(0xCC, 64)), nil},
 		}
 		for _, tt := range tests {
 			if err := tt.bus.Send(t.Context(), tt.f); !errors.Is(err, tt.want) || (err == nil) != (tt.want == nil) {
@@ -362,12 +362,12 @@ func TestMemRejectsFramesItCannotCarry(t *testing.T) {
 		if !strings.Contains(err.Error(), "fd=true") {
 			t.Errorf("error %q does not say how to carry CAN FD", err)
 		}
-		expectNone(t, s)
+		memExpectNone(t, s)
 	})
 }
 
 func TestMemSendAfterClose(t *testing.T) {
-	for _, cfg := range []Config{{}, classic500} {
+	for _, cfg := range []Config{{}, memClassic500} {
 		t.Run(describeMem(cfg), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				name := memName(t)
@@ -393,12 +393,12 @@ func TestMemSendAfterClose(t *testing.T) {
 func TestMemSendBlocksOnFullQueue(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		name := memName(t)
-		a := openMemT(t, name, classic500)
-		openMemT(t, name, classic500)
-		f := std8(0x7E0)
-		d := classic500.FrameTime(&f)
+		a := openMemT(t, name, memClassic500)
+		openMemT(t, name, memClassic500)
+		f := memFrame8(0x7E0)
+		d := memClassic500.FrameTime(&f)
 		for range memTxQueueLen {
-			send(t, a, f)
+			memSend(t, a, f)
 		}
 
 		ctx, cancel := context.WithTimeout(t.Context(), d/2)
@@ -437,14 +437,14 @@ func TestMemSendBlocksOnFullQueue(t *testing.T) {
 func TestMemClosedAttachmentsFramesStillGoOut(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		name := memName(t)
-		a, b := openMemT(t, name, classic500), openMemT(t, name, classic500)
+		a, b := openMemT(t, name, memClassic500), openMemT(t, name, memClassic500)
 		s := b.Subscribe()
 		for i := range 3 {
-			send(t, a, std8(uint32(i)))
+			memSend(t, a, memFrame8(uint32(i)))
 		}
 		a.Close()
 		for i := range 3 {
-			if got := recv(t, s); got.ID != uint32(i) {
+			if got := memRecv(t, s); got.ID != uint32(i) {
 				t.Fatalf("frame %d has id %#x", i, got.ID)
 			}
 		}
@@ -457,10 +457,10 @@ func TestMemClosedAttachmentsFramesStillGoOut(t *testing.T) {
 func TestMemLastCloseStopsTheBus(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		name := memName(t)
-		a := openMemT(t, name, classic500)
-		b := openMemT(t, name, classic500)
+		a := openMemT(t, name, memClassic500)
+		b := openMemT(t, name, memClassic500)
 		for range 10 {
-			send(t, a, std8(1))
+			memSend(t, a, memFrame8(1))
 		}
 		memBuses.Lock()
 		bus := memBuses.m[name]
@@ -492,15 +492,15 @@ func TestMemRegistry(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := Open("mem://"+name, fd500to2M)
+		b, err := Open("mem://"+name, memFD500to2M)
 		if err != nil {
 			t.Fatalf("second Open with the same configuration: %v", err)
 		}
 		s := b.Subscribe()
-		send(t, a, Frame{ID: 1})
-		recv(t, s)
+		memSend(t, a, Frame{ID: 1})
+		memRecv(t, s)
 
-		_, err = Open("mem://"+name, classic500)
+		_, err = Open("mem://"+name, memClassic500)
 		if err == nil || !strings.Contains(err.Error(), "bitrate=500000 dbitrate=2000000 fd=true") {
 			t.Fatalf("Open with another configuration = %v, want an error naming the bus's", err)
 		}
@@ -513,7 +513,7 @@ func TestMemRegistry(t *testing.T) {
 			t.Fatal("bus still registered after its last Close")
 		}
 		c := openMemT(t, name, Config{})
-		send(t, c, Frame{ID: 2}) // a new, untimed bus under the same name
+		memSend(t, c, Frame{ID: 2}) // a new, untimed bus under the same name
 	})
 }
 
@@ -548,7 +548,7 @@ func TestMemConcurrentSenders(t *testing.T) {
 				bus := openMemT(t, name, cfg)
 				wg.Go(func() {
 					for j := range each {
-						if err := bus.Send(t.Context(), std8(uint32(i))); err != nil {
+						if err := bus.Send(t.Context(), memFrame8(uint32(i))); err != nil {
 							t.Error(err)
 							return
 						}
@@ -561,7 +561,7 @@ func TestMemConcurrentSenders(t *testing.T) {
 			wg.Wait()
 			seen := make([]int, senders)
 			for range senders * each {
-				seen[recvWithin(t, s, 10*time.Second).ID]++
+				seen[memRecvWithin(t, s, 10*time.Second).ID]++
 			}
 			for i, n := range seen {
 				if n != each {
@@ -572,7 +572,7 @@ func TestMemConcurrentSenders(t *testing.T) {
 	}
 }
 
-func cpuTime() time.Duration {
+func processCPUTime() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
@@ -598,7 +598,7 @@ func benchmarkMem(b *testing.B, cfg Config) {
 	name := memName(b)
 	tx, rx := openMemT(b, name, cfg), openMemT(b, name, cfg)
 	s := rx.Subscribe()
-	f := std8(0x7E0)
+	f := memFrame8(0x7E0)
 	done := make(chan int)
 	go func() {
 		n := 0
@@ -608,7 +608,7 @@ func benchmarkMem(b *testing.B, cfg Config) {
 		done <- n
 	}()
 	ctx := context.Background()
-	cpu0 := cpuTime()
+	cpu0 := processCPUTime()
 	b.ResetTimer()
 	for range b.N {
 		if err := tx.Send(ctx, f); err != nil {
@@ -623,7 +623,7 @@ func benchmarkMem(b *testing.B, cfg Config) {
 		time.Sleep(10 * time.Microsecond)
 	}
 	b.StopTimer()
-	cpu := cpuTime() - cpu0
+	cpu := processCPUTime() - cpu0
 	rx.Close()
 	if got := <-done; got+int(s.Dropped()) != b.N {
 		b.Fatalf("%d frames sent but %d received and %d dropped", b.N, got, s.Dropped())
