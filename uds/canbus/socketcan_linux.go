@@ -30,15 +30,18 @@ const (
 )
 
 // openSocketCAN attaches to a SocketCAN interface with a CAN_RAW socket.
-// Classic buses go through go.einride.tech/can's socketcan package; with
-// cfg.FD the socket is opened here with CAN_RAW_FD_FRAMES, which einride
-// does not offer, and carries both classic and FD frames.
+// Classic buses read and write through go.einride.tech/can's socketcan
+// Receiver and Transmitter; with cfg.FD the socket also has
+// CAN_RAW_FD_FRAMES, which einride does not offer, and carries both classic
+// and FD frames in the kernel's own layout (decodeSocketCAN). Without fd the
+// socket sees only the classic frames, even on an FD interface.
 //
-// Local loopback (see Bus): the kernel's CAN_RAW_RECV_OWN_MSGS stays off,
-// and each frame this attachment sends is delivered to its own
-// subscriptions once the kernel has accepted it. Other sockets on the
-// interface, in this process or any other, get it through the kernel's
-// loopback, which stays on. So every subscription sees every frame once.
+// Local loopback (see Bus) is the kernel's: the socket has
+// CAN_RAW_RECV_OWN_MSGS, so the frames this attachment sends come back to
+// it through the same receive queue as everyone else's, in the order the
+// bus carried them, and every subscription sees every frame once. (einride's
+// Dial cannot set that option, so the socket is opened here.) The kernel's
+// loopback to other sockets stays on.
 //
 // Bit rates are the interface's (set with ip link); cfg.Bitrate and
 // cfg.DataBitrate are ignored here.
@@ -57,14 +60,13 @@ func openSocketCAN(iface string, cfg Config) (Bus, error) {
 	case cfg.FD && ifi.MTU != canfdMTU:
 		return nil, fmt.Errorf("canbus: %s: opened with fd=true, but the interface carries only classic CAN (MTU %d); enable CAN FD with `ip link set %s mtu 72` or open it without fd", name, ifi.MTU, iface)
 	}
-	var l socketcanLink
-	if cfg.FD {
-		l, err = dialFD(ifi)
-	} else {
-		l, err = dialClassic(iface)
-	}
+	f, err := rawSocket(ifi, cfg.FD)
 	if err != nil {
 		return nil, fmt.Errorf("canbus: %s: %v", name, err)
+	}
+	var l socketcanLink = &fdLink{f: f}
+	if !cfg.FD {
+		l = &classicLink{f: f, rx: socketcan.NewReceiver(f), tx: socketcan.NewTransmitter(fileConn{f})}
 	}
 	b := &socketcanBus{name: name, fd: cfg.FD, link: l, done: make(chan struct{})}
 	b.hub.QueueLen = cfg.QueueLen
@@ -113,7 +115,8 @@ func (b *socketcanBus) Subscribe(filters ...Filter) *Subscription {
 // Send writes f to the socket. The kernel accepts it at once on vcan; on a
 // controller whose transmit queue is full it answers ENOBUFS rather than
 // blocking, and Send waits and retries until the frame is queued or ctx
-// ends.
+// ends. The frame reaches this attachment's subscriptions when the kernel
+// echoes it, as it reaches everyone else's.
 func (b *socketcanBus) Send(ctx context.Context, f Frame) error {
 	if err := f.Validate(); err != nil {
 		return fmt.Errorf("%s: %w", b.name, err)
@@ -147,7 +150,6 @@ func (b *socketcanBus) Send(ctx context.Context, f Frame) error {
 	if err != nil {
 		return err
 	}
-	b.hub.Deliver(f)
 	return nil
 }
 
@@ -214,19 +216,46 @@ func (b *socketcanBus) Close() error {
 	return nil
 }
 
-// classicLink is a CAN_RAW socket opened by einride's socketcan.Dial.
-type classicLink struct {
-	conn net.Conn
-	rx   *socketcan.Receiver
-	tx   *socketcan.Transmitter
+// rawSocket opens a CAN_RAW socket bound to ifi that receives its own
+// frames and error frames and, with fd, CAN FD frames.
+func rawSocket(ifi *net.Interface, fd bool) (*os.File, error) {
+	s, err := unix.Socket(unix.AF_CAN, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.CAN_RAW)
+	if err != nil {
+		return nil, fmt.Errorf("opening a CAN_RAW socket: %v", err)
+	}
+	opts := []struct {
+		what     string
+		opt, val int
+		fdOnly   bool
+	}{
+		{"receiving own frames (CAN_RAW_RECV_OWN_MSGS)", unix.CAN_RAW_RECV_OWN_MSGS, 1, false},
+		{"receiving error frames (CAN_RAW_ERR_FILTER)", unix.CAN_RAW_ERR_FILTER, unix.CAN_ERR_MASK, false},
+		{"enabling CAN FD frames (CAN_RAW_FD_FRAMES)", unix.CAN_RAW_FD_FRAMES, 1, true},
+	}
+	for _, o := range opts {
+		if o.fdOnly && !fd {
+			continue
+		}
+		if err := unix.SetsockoptInt(s, unix.SOL_CAN_RAW, o.opt, o.val); err != nil {
+			unix.Close(s)
+			return nil, fmt.Errorf("%s: %v", o.what, err)
+		}
+	}
+	if err := unix.Bind(s, &unix.SockaddrCAN{Ifindex: ifi.Index}); err != nil {
+		unix.Close(s)
+		return nil, fmt.Errorf("binding to %s: %v", ifi.Name, err)
+	}
+	// A non-blocking descriptor makes os.NewFile use the runtime's poller,
+	// so that Close and write deadlines interrupt blocked calls.
+	return os.NewFile(uintptr(s), "socketcan://"+ifi.Name), nil
 }
 
-func dialClassic(iface string) (*classicLink, error) {
-	conn, err := socketcan.Dial("can", iface, socketcan.WithReceiveErrorFrames())
-	if err != nil {
-		return nil, err
-	}
-	return &classicLink{conn: conn, rx: socketcan.NewReceiver(conn), tx: socketcan.NewTransmitter(conn)}, nil
+// classicLink is a CAN_RAW socket read and written by einride's socketcan
+// Receiver and Transmitter.
+type classicLink struct {
+	f  *os.File
+	rx *socketcan.Receiver
+	tx *socketcan.Transmitter
 }
 
 func (l *classicLink) recv() (Frame, error) {
@@ -236,7 +265,7 @@ func (l *classicLink) recv() (Frame, error) {
 			err = io.EOF
 		}
 		// The receiver stops at its first error; a new one reads on.
-		l.rx = socketcan.NewReceiver(l.conn)
+		l.rx = socketcan.NewReceiver(l.f)
 		return Frame{}, err
 	}
 	if l.rx.HasErrorFrame() {
@@ -262,44 +291,24 @@ func (l *classicLink) send(f *Frame) error {
 	cf := can.Frame{ID: f.ID, Length: f.Len, IsExtended: f.Extended, IsRemote: f.RTR}
 	copy(cf.Data[:], f.Payload())
 	// No deadline from ctx: Send interrupts the write itself, and einride
-	// would leave a deadline set on the connection for later frames.
+	// would leave a deadline set on the socket for later frames.
 	return l.tx.TransmitFrame(context.Background(), cf)
 }
 
-func (l *classicLink) setWriteDeadline(t time.Time) error { return l.conn.SetWriteDeadline(t) }
-func (l *classicLink) close() error                       { return l.conn.Close() }
+func (l *classicLink) setWriteDeadline(t time.Time) error { return l.f.SetWriteDeadline(t) }
+func (l *classicLink) close() error                       { return l.f.Close() }
+
+// fileConn is the socket as the net.Conn that einride's Transmitter takes.
+type fileConn struct{ *os.File }
+
+func (fileConn) LocalAddr() net.Addr  { return nil }
+func (fileConn) RemoteAddr() net.Addr { return nil }
 
 // fdLink is a CAN_RAW socket with CAN_RAW_FD_FRAMES: reads and writes are
 // a struct can_frame (16 bytes) or a struct canfd_frame (72 bytes).
 type fdLink struct {
 	f   *os.File
 	buf [canfdMTU]byte // for send, under the bus's sendMu
-}
-
-func dialFD(ifi *net.Interface) (*fdLink, error) {
-	fd, err := unix.Socket(unix.AF_CAN, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.CAN_RAW)
-	if err != nil {
-		return nil, fmt.Errorf("opening a CAN_RAW socket: %v", err)
-	}
-	setup := func() error {
-		if err := unix.SetsockoptInt(fd, unix.SOL_CAN_RAW, unix.CAN_RAW_FD_FRAMES, 1); err != nil {
-			return fmt.Errorf("enabling CAN FD frames (CAN_RAW_FD_FRAMES): %v", err)
-		}
-		if err := unix.SetsockoptInt(fd, unix.SOL_CAN_RAW, unix.CAN_RAW_ERR_FILTER, unix.CAN_ERR_MASK); err != nil {
-			return fmt.Errorf("enabling error frames (CAN_RAW_ERR_FILTER): %v", err)
-		}
-		if err := unix.Bind(fd, &unix.SockaddrCAN{Ifindex: ifi.Index}); err != nil {
-			return fmt.Errorf("binding to %s: %v", ifi.Name, err)
-		}
-		return nil
-	}
-	if err := setup(); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	// A non-blocking descriptor makes os.NewFile use the runtime's poller,
-	// so that Close and write deadlines interrupt blocked calls.
-	return &fdLink{f: os.NewFile(uintptr(fd), "socketcan://"+ifi.Name)}, nil
 }
 
 func (l *fdLink) recv() (Frame, error) {
