@@ -1,10 +1,12 @@
 package isotp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ecu-kubelet/ecu-kubelet/uds/canbus"
@@ -37,10 +39,15 @@ type Conn struct {
 	onError func(error)
 	sub     *canbus.Subscription
 
-	sending chan struct{} // holds a token during a Send; guards tx and txTimer
+	sending chan struct{} // holds a token during a Send; guards tx, txTimer, sent
 	tx      sender
 	txTimer *time.Timer
+	sent    canbus.Frame      // the last frame transmitted, whose echo confirms it
 	fcs     chan canbus.Frame // flow controls, from the reader to Send
+	// echoes are the frames we send, as the bus loops them back to us:
+	// the confirmation that a frame is through, which STmin counts from.
+	// Subscribed the first time an STmin needs it.
+	echoes atomic.Pointer[canbus.Subscription]
 
 	results    chan result // for Recv
 	ctx        context.Context
@@ -126,10 +133,14 @@ func (c *Conn) Send(ctx context.Context, msg []byte) error {
 		}
 		switch {
 		case ev.send:
-			// A flow control that arrived before this frame was queued
-			// cannot answer it: clear them out, so that the wait after
-			// this frame sees only answers.
+			// A flow control or echo that arrived before this frame was
+			// queued cannot answer it: clear them out, so that the wait
+			// after this frame sees only answers.
 			c.staleFlowControls(s)
+			if s.confirms() {
+				c.staleEchoes()
+			}
+			c.sent = ev.frame
 			if err := c.transmit(wd, &ev.frame, c.cfg.nAs, NAs); err != nil {
 				ev = s.abort(err)
 			} else {
@@ -151,14 +162,55 @@ func (c *Conn) waitTx(ctx context.Context, s *sender) txEvent {
 	}
 	c.txTimer.Reset(time.Until(d))
 	defer c.txTimer.Stop()
-	select {
-	case f := <-c.fcs:
-		return s.handleFrame(&f, time.Now())
-	case <-c.txTimer.C:
-		return s.expire(time.Now())
-	case <-ctx.Done():
-		return s.abort(context.Cause(ctx))
+	var echoes <-chan canbus.Frame // nil, which blocks, unless a confirmation is due
+	if s.state == txConfirm {
+		echoes = c.echoes.Load().Frames()
 	}
+	for {
+		select {
+		case f := <-c.fcs:
+			return s.handleFrame(&f, time.Now())
+		case f, ok := <-echoes:
+			if !ok {
+				return s.abort(ErrClosed)
+			}
+			if sameFrame(&f, &c.sent) {
+				return s.confirmed(time.Now())
+			}
+		case <-c.txTimer.C:
+			return s.expire(time.Now())
+		case <-ctx.Done():
+			return s.abort(context.Cause(ctx))
+		}
+	}
+}
+
+// staleEchoes makes sure the echo subscription exists and holds no frame
+// sent before the next one.
+func (c *Conn) staleEchoes() {
+	sub := c.echoes.Load()
+	if sub == nil {
+		sub = c.bus.Subscribe(canbus.ExactFilter(c.l.txID, c.l.extended))
+		c.echoes.Store(sub)
+		if c.ctx.Err() != nil { // Close ran before the Store
+			sub.Close()
+		}
+	}
+	for {
+		select {
+		case _, ok := <-sub.Frames():
+			if !ok {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// sameFrame reports whether a and b carry the same identifier and data.
+func sameFrame(a, b *canbus.Frame) bool {
+	return a.ID == b.ID && a.Extended == b.Extended && bytes.Equal(a.Payload(), b.Payload())
 }
 
 func (c *Conn) staleFlowControls(s *sender) {
@@ -205,6 +257,9 @@ func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		c.cancel()
 		c.sub.Close()
+		if sub := c.echoes.Load(); sub != nil {
+			sub.Close()
+		}
 		<-c.readerDone
 	})
 	return nil
@@ -264,10 +319,16 @@ func (c *Conn) read(rx receiver) {
 
 func (c *Conn) receive(rx *receiver, f *canbus.Frame, wd *watchdog) {
 	if c.l.isFlowControl(f) {
+		if len(c.sending) == 0 {
+			// No Send holds the token: nothing waits for a flow control.
+			// (A Send starting just now clears stale ones out anyway.)
+			c.report(newError(ErrUnexpected, fmt.Sprintf("flow control %v ignored: no message is being sent", f)))
+			return
+		}
 		select {
 		case c.fcs <- *f:
 		default:
-			c.report(newError(ErrUnexpected, fmt.Sprintf("flow control %v dropped: %d are already waiting and no Send takes them", f, fcQueueLen)))
+			c.report(newError(ErrUnexpected, fmt.Sprintf("flow control %v dropped: %d are already waiting for Send", f, fcQueueLen)))
 		}
 		return
 	}

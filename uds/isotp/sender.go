@@ -12,7 +12,8 @@ type txState uint8
 
 const (
 	txIdle      txState = iota
-	txSending           // a frame is with the driver; waiting for transmitted
+	txSending           // a frame is with the driver, until the bus accepts it (transmitted)
+	txConfirm           // waiting for the bus to confirm it carried a CF (confirmed; N_As)
 	txWaitFC            // waiting for a flow control (N_Bs)
 	txWaitSTmin         // waiting out the separation time before the next CF
 )
@@ -26,20 +27,23 @@ type txEvent struct {
 }
 
 // sender is the sending half of ISO-TP as a state machine without I/O or
-// clock: the driver feeds it inputs (start, transmitted, a received frame,
-// expire, abort) with the current time, transmits the frames it returns and
-// calls expire when the deadline it reports has passed. N_As, the time the
-// bus may take to accept a frame, is the driver's to watch: it is the one
-// blocked on the bus.
+// clock. The driver feeds it inputs with the current time: start, a
+// received frame, transmitted (the bus accepted the frame it returned into
+// its queue), confirmed (the bus carried it), expire (its deadline has
+// passed), abort. It transmits the frames the sender returns and watches
+// the deadline the sender reports.
 //
-// It transmits one frame at a time: the next consecutive frame comes only
-// after the driver confirms the previous one with transmitted. With STmin 0
-// the next frame follows at once, so a driver whose bus queues frames keeps
-// the queue full.
+// It hands out one frame at a time. With STmin 0 the next consecutive frame
+// follows as soon as the bus has accepted the previous one, so a bus with
+// a transmit queue is kept full. With STmin above 0 the separation time
+// counts from the end of the previous frame on the bus, as ISO 15765-2
+// defines it, so the sender waits for the bus to confirm each frame; the
+// first frame of a later block waits STmin from the flow control, which
+// came after the previous frame ended.
 type sender struct {
 	l        link
 	w        framer
-	nBs      time.Duration
+	nAs, nBs time.Duration
 	wftMax   int
 	transfer // the message being sent; reset by start
 }
@@ -54,21 +58,25 @@ type transfer struct {
 	params   bool   // bs and stmin were taken from the first FC CTS
 	bs       int    // the receiver's block size; 0: no limit
 	stmin    time.Duration
-	lastCF   time.Time // when the bus took the last CF; zero before the first
-	inBlock  int       // CFs sent since the last FC
+	inBlock  int // CFs sent since the last FC
 	waits    int // FC WAIT received in a row
 }
 
 func newSender(l link, c config) sender {
-	return sender{l: l, w: newFramer(l, c), nBs: c.nBs, wftMax: c.wftMax}
+	return sender{l: l, w: newFramer(l, c), nAs: c.nAs, nBs: c.nBs, wftMax: c.wftMax}
 }
 
 // busy reports whether a message is being sent.
 func (s *sender) busy() bool { return s.state != txIdle }
 
+// confirms reports whether the frames the sender hands out now may need
+// confirmed: the driver must be ready to see them on the bus before it
+// transmits them.
+func (s *sender) confirms() bool { return s.params && s.stmin > 0 }
+
 // timer returns the deadline the driver must watch, if any.
 func (s *sender) timer() (time.Time, bool) {
-	return s.deadline, s.state == txWaitFC || s.state == txWaitSTmin
+	return s.deadline, s.state == txConfirm || s.state == txWaitFC || s.state == txWaitSTmin
 }
 
 // start begins sending msg, which must stay unchanged until the message is
@@ -100,21 +108,27 @@ func (s *sender) transmitted(now time.Time) txEvent {
 	if s.state != txSending {
 		return txEvent{}
 	}
-	if s.params { // after the first flow control every frame is a CF
-		s.lastCF = now
-	}
 	switch {
 	case s.off == len(s.msg):
 		return s.finish(nil)
 	case !s.params, s.bs > 0 && s.inBlock == s.bs:
 		s.waits = 0
 		s.wait(txWaitFC, now.Add(s.nBs))
-		return txEvent{}
 	case s.stmin > 0:
-		s.wait(txWaitSTmin, now.Add(s.stmin))
-		return txEvent{}
+		s.wait(txConfirm, now.Add(s.nAs))
+	default:
+		return s.next()
 	}
-	return s.next()
+	return txEvent{}
+}
+
+// confirmed tells the sender that the bus has carried the frame it is
+// waiting for.
+func (s *sender) confirmed(now time.Time) txEvent {
+	if s.state == txConfirm {
+		s.wait(txWaitSTmin, now.Add(s.stmin))
+	}
+	return txEvent{}
 }
 
 // handleFrame gives the sender a frame received on its link. Only flow
@@ -136,16 +150,13 @@ func (s *sender) handleFrame(f *canbus.Frame, now time.Time) txEvent {
 	}
 	switch d.fs {
 	case fsCTS:
-		// ISO 15765-2 and the Linux kernel take BS and STmin from the
-		// first FC only; later ones just open the next block.
-		if !s.params {
-			s.params, s.bs, s.stmin = true, int(d.bs), STminDuration(d.stmin)
-		}
 		s.inBlock, s.waits = 0, 0
-		// STmin separates consecutive frames across flow controls too:
-		// a quick receiver must not shorten the gap after a block.
-		if at := s.lastCF.Add(s.stmin); s.stmin > 0 && !s.lastCF.IsZero() && now.Before(at) {
-			s.wait(txWaitSTmin, at)
+		if !s.params {
+			// ISO 15765-2 and the Linux kernel take BS and STmin from
+			// the first FC only; later ones just open the next block.
+			s.params, s.bs, s.stmin = true, int(d.bs), STminDuration(d.stmin)
+		} else if s.stmin > 0 {
+			s.wait(txWaitSTmin, now.Add(s.stmin))
 			return txEvent{}
 		}
 		return s.next()
@@ -168,7 +179,10 @@ func (s *sender) expire(now time.Time) txEvent {
 	if _, ok := s.timer(); !ok || now.Before(s.deadline) {
 		return txEvent{}
 	}
-	if s.state == txWaitFC {
+	switch s.state {
+	case txConfirm:
+		return s.finish(&Error{Kind: ErrTimeout, Timer: NAs, Detail: fmt.Sprintf("the bus did not carry a consecutive frame within %v; is it connected, and are other nodes acknowledging?", s.nAs)})
+	case txWaitFC:
 		what := "after the first frame"
 		if s.params {
 			what = "after a block of consecutive frames"
@@ -179,7 +193,7 @@ func (s *sender) expire(now time.Time) txEvent {
 }
 
 // abort ends the message with err, for failures the driver sees: a
-// cancelled context, a closed bus.
+// cancelled context, a closed bus, a frame the bus did not accept in time.
 func (s *sender) abort(err error) txEvent {
 	if s.state == txIdle {
 		return txEvent{}

@@ -15,6 +15,8 @@ import (
 type txStep struct {
 	wait    time.Duration // time that passes before the input
 	send    []byte        // start sending this message
+	confirm bool          // the bus confirms the frame the sender waits for
+	slow    bool          // the bus does not confirm frames at once in this step
 	in      string        // a received frame; with neither send nor in, the timer is checked
 	sent    []string      // the frames transmitted, in candump notation
 	done    bool          // the message is finished
@@ -35,6 +37,9 @@ func runTx(t *testing.T, addr Address, opts Options, steps []txStep) {
 		case st.send != nil:
 			in = fmt.Sprintf("send %d bytes", len(st.send))
 			ev = s.start(st.send)
+		case st.confirm:
+			in = "confirmation"
+			ev = s.confirmed(now)
 		case st.in != "":
 			f := mustFrame(t, st.in)
 			ev = s.handleFrame(&f, now)
@@ -55,7 +60,9 @@ func runTx(t *testing.T, addr Address, opts Options, steps []txStep) {
 				t.Errorf("step %d (%s): invalid frame %v: %v", i, in, ev.frame, err)
 			}
 			sent = append(sent, ev.frame.String())
-			ev = s.transmitted(now)
+			if ev = s.transmitted(now); s.state == txConfirm && !st.slow {
+				ev = s.confirmed(now)
+			}
 		}
 		if !slices.Equal(sent, st.sent) {
 			t.Errorf("step %d (%s): sent\n\t%s\nwant\n\t%s", i, in, strings.Join(sent, "\n\t"), strings.Join(st.sent, "\n\t"))
@@ -249,8 +256,21 @@ func TestSender(t *testing.T) {
 			{wait: ms, sent: []string{"7E0#220D0E0F10111213"}},
 			{wait: 100 * ms, sent: []string{"7E0#231415161718191A"}},
 			{wait: 50 * ms, in: fcIn(0, 3, 100)},
-			{wait: 49 * ms},
+			{wait: 99 * ms},
 			{wait: ms, sent: []string{"7E0#241B1C1DCCCCCCCC"}, done: true},
+		}},
+		{name: "STmin counts from the end of the frame on the bus", steps: []txStep{
+			{send: p20, sent: []string{"7E0#1014000102030405"}},
+			{in: fcIn(0, 0, 10), sent: []string{"7E0#21060708090A0B0C"}, slow: true},
+			{wait: 3 * ms, confirm: true},
+			{wait: 9 * ms},
+			{wait: ms, sent: []string{"7E0#220D0E0F10111213"}, done: true},
+		}},
+		{name: "N_As: the bus does not carry a frame", opts: Options{Timeouts: Timeouts{As: 50 * ms}}, steps: []txStep{
+			{send: p20, sent: []string{"7E0#1014000102030405"}},
+			{in: fcIn(0, 0, 10), sent: []string{"7E0#21060708090A0B0C"}, slow: true},
+			{wait: 49 * ms},
+			{wait: ms, done: true, err: ErrTimeout, timer: NAs},
 		}},
 		{name: "STmin 0xF1 is 100 us", steps: []txStep{
 			{send: p20, sent: []string{"7E0#1014000102030405"}},

@@ -1,0 +1,177 @@
+package isotp
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ecu-kubelet/ecu-kubelet/uds/canbus"
+)
+
+// busCase is a bus configuration with the ISO-TP options that use it fully.
+type busCase struct {
+	name string
+	bus  canbus.Config
+	opts Options
+}
+
+var throughputBuses = []busCase{
+	{"classic-500k", canbus.Config{Bitrate: 500_000}, Options{}},
+	{"fd-500k-2M", canbus.Config{Bitrate: 500_000, DataBitrate: 2_000_000, FD: true}, Options{TxDL: 64, BRS: true}},
+}
+
+// framesNeeded is how many frames an ISO-TP transfer of n bytes with BS=0
+// needs with normal addressing: one first frame, one flow control and the
+// consecutive frames for the rest.
+func framesNeeded(n, txDL int) int {
+	ffData := txDL - 2
+	if n > 4095 {
+		ffData = txDL - 6
+	}
+	cfData := txDL - 1
+	return 1 + 1 + (n-ffData+cfData-1)/cfData
+}
+
+// BenchmarkThroughput sends one message over a timed mem bus, in real time,
+// and reports payload throughput as a ratio to the bus limit: the sum of the
+// exact wire times (bits including stuff bits, at the configured rates) of
+// the frames the transfer needs. A ratio of 1 means the bus never idled.
+// It also reports the process CPU time per frame carried, bus model
+// included.
+func BenchmarkThroughput(b *testing.B) {
+	for _, bc := range throughputBuses {
+		for _, size := range []int{4 << 10, 1 << 20} {
+			b.Run(fmt.Sprintf("%s/%dKiB", bc.name, size>>10), func(b *testing.B) {
+				benchThroughput(b, bc, size)
+			})
+		}
+	}
+}
+
+func benchThroughput(b *testing.B, bc busCase, size int) {
+	name := fmt.Sprintf("bench-%s-%d", bc.name, size)
+	txBus, err := canbus.Open("mem://"+name, bc.bus)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer txBus.Close()
+	rxBus, err := canbus.Open("mem://"+name, bc.bus)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rxBus.Close()
+	tester, err := Dial(txBus, Address{TxID: 0x7E0, RxID: 0x7E8}, bc.opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tester.Close()
+	ecu, err := Dial(rxBus, Address{TxID: 0x7E8, RxID: 0x7E0}, bc.opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ecu.Close()
+
+	msg := make([]byte, size)
+	for i := range msg {
+		msg[i] = byte(i * 7)
+	}
+	txDL := bc.opts.TxDL
+	if txDL == 0 {
+		txDL = 8
+	}
+	ctx := context.Background()
+	var busy, elapsed time.Duration
+	var frames uint64
+	cpu0 := cpuTime()
+	b.SetBytes(int64(size))
+	for b.Loop() {
+		before, _ := canbus.MemBusStats(name)
+		start := time.Now()
+		sent := make(chan error, 1)
+		go func() { sent <- tester.Send(ctx, msg) }()
+		got, err := ecu.Recv(ctx)
+		elapsed += time.Since(start)
+		if err != nil {
+			b.Fatalf("Recv: %v", err)
+		}
+		if err := <-sent; err != nil {
+			b.Fatalf("Send: %v", err)
+		}
+		if len(got) != size {
+			b.Fatalf("received %d bytes, want %d", len(got), size)
+		}
+		after, _ := canbus.MemBusStats(name)
+		n := after.Frames - before.Frames
+		if want := uint64(framesNeeded(size, txDL)); n != want {
+			b.Fatalf("transfer took %d frames, want %d (FF, one FC, CFs)", n, want)
+		}
+		frames += n
+		busy += after.Busy - before.Busy
+	}
+	cpu := cpuTime() - cpu0
+	b.ReportMetric(float64(busy)/float64(elapsed), "bus-ratio")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(frames), "cpu-ns/frame")
+	b.ReportMetric(float64(size)*float64(b.N)/elapsed.Seconds()/1024, "KiB/s")
+}
+
+// cpuTime is the user and system CPU time this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkUntimed measures the ISO-TP stack's own cost: a 64 KiB message
+// over an untimed mem bus, so that nothing but CPU limits it.
+func BenchmarkUntimed(b *testing.B) {
+	for _, bc := range throughputBuses {
+		b.Run(bc.name, func(b *testing.B) {
+			cfg := bc.bus
+			cfg.Bitrate, cfg.DataBitrate = 0, 0
+			cfg.QueueLen = 1 << 16 // an untimed bus outruns a reader: hold a whole message
+			name := "bench-untimed-" + bc.name
+			txBus, err := canbus.Open("mem://"+name, cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer txBus.Close()
+			rxBus, err := canbus.Open("mem://"+name, cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer rxBus.Close()
+			tester, err := Dial(txBus, Address{TxID: 0x7E0, RxID: 0x7E8}, bc.opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer tester.Close()
+			ecu, err := Dial(rxBus, Address{TxID: 0x7E8, RxID: 0x7E0}, bc.opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ecu.Close()
+			msg := make([]byte, 64<<10)
+			ctx := context.Background()
+			var frames uint64
+			b.SetBytes(int64(len(msg)))
+			for b.Loop() {
+				before, _ := canbus.MemBusStats(name)
+				sent := make(chan error, 1)
+				go func() { sent <- tester.Send(ctx, msg) }()
+				if _, err := ecu.Recv(ctx); err != nil {
+					b.Fatalf("Recv: %v", err)
+				}
+				if err := <-sent; err != nil {
+					b.Fatalf("Send: %v", err)
+				}
+				after, _ := canbus.MemBusStats(name)
+				frames += after.Frames - before.Frames
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(frames), "ns/frame")
+		})
+	}
+}
