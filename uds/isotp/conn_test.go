@@ -94,8 +94,10 @@ func record(bus canbus.Bus) *recorder {
 	return r
 }
 
-// on returns the frames recorded on identifier id.
+// on returns the frames recorded on identifier id, once the recorder has
+// taken every frame delivered so far.
 func (r *recorder) on(id uint32) []stamped {
+	synctest.Wait()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []stamped
