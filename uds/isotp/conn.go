@@ -322,13 +322,13 @@ func (c *Conn) receive(rx *receiver, f *canbus.Frame, wd *watchdog) {
 		if len(c.sending) == 0 {
 			// No Send holds the token: nothing waits for a flow control.
 			// (A Send starting just now clears stale ones out anyway.)
-			c.report(newError(ErrUnexpected, fmt.Sprintf("flow control %v ignored: no message is being sent", f)))
+			c.report(newError(ErrUnexpected, fmt.Sprintf("flow control %s ignored: no message is being sent", f.String())))
 			return
 		}
 		select {
 		case c.fcs <- *f:
 		default:
-			c.report(newError(ErrUnexpected, fmt.Sprintf("flow control %v dropped: %d are already waiting for Send", f, fcQueueLen)))
+			c.report(newError(ErrUnexpected, fmt.Sprintf("flow control %s dropped: %d are already waiting for Send", f.String(), fcQueueLen)))
 		}
 		return
 	}
@@ -382,11 +382,11 @@ func (c *Conn) transmit(wd *watchdog, f *canbus.Frame, timeout time.Duration, t 
 	case err == nil:
 		return nil
 	case wd.expired():
-		return &Error{Kind: ErrTimeout, Timer: t, Detail: fmt.Sprintf("the bus did not accept frame %v within %v; is it up and not flooded?", f, timeout)}
+		return &Error{Kind: ErrTimeout, Timer: t, Detail: fmt.Sprintf("the bus did not accept frame %s within %v; is it up and not flooded?", f.String(), timeout)}
 	case ctx.Err() != nil:
 		return context.Cause(ctx)
 	}
-	return fmt.Errorf("isotp: sending frame %v: %w", f, err)
+	return fmt.Errorf("isotp: sending frame %s: %w", f.String(), err)
 }
 
 // watchdog bounds blocking bus sends with one reusable timer, so that

@@ -65,7 +65,7 @@ func (r *receiver) handleFrame(f *canbus.Frame, now time.Time) rxEvent {
 	canDL := int(f.Len)
 	d, err := decodePDU(p, canDL)
 	if err != nil {
-		return rxEvent{ignored: fmt.Errorf("%w (frame %v)", err, f)}
+		return rxEvent{ignored: fmt.Errorf("%w (frame %s)", err, f.String())}
 	}
 	switch d.typ {
 	case typeSF:
@@ -123,7 +123,7 @@ func (r *receiver) first(d pdu, canDL int, now time.Time) rxEvent {
 // consecutive handles a consecutive frame.
 func (r *receiver) consecutive(d pdu, canDL int, f *canbus.Frame, now time.Time) rxEvent {
 	if !r.active {
-		return rxEvent{ignored: newError(ErrUnexpected, fmt.Sprintf("consecutive frame %v ignored: no message is being received", f))}
+		return rxEvent{ignored: newError(ErrUnexpected, fmt.Sprintf("consecutive frame %s ignored: no message is being received", f.String()))}
 	}
 	rest := r.size - len(r.buf)
 	// Every CF but the last fills RX_DL; the last may be shorter but must

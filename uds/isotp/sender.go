@@ -141,12 +141,12 @@ func (s *sender) handleFrame(f *canbus.Frame, now time.Time) txEvent {
 	d, err := decodePDU(p, int(f.Len))
 	switch {
 	case err != nil && len(p) > 0 && pciType(p[0]>>pciShift) == typeFC:
-		return txEvent{err: fmt.Errorf("%w (frame %v)", err, f)}
+		return txEvent{err: fmt.Errorf("%w (frame %s)", err, f.String())}
 	case err != nil || d.typ != typeFC:
 		return txEvent{}
 	}
 	if s.state != txWaitFC {
-		return txEvent{err: newError(ErrUnexpected, fmt.Sprintf("flow control %v ignored: the sender is not waiting for one", f))}
+		return txEvent{err: newError(ErrUnexpected, fmt.Sprintf("flow control %s ignored: the sender is not waiting for one", f.String()))}
 	}
 	switch d.fs {
 	case fsCTS:

@@ -414,3 +414,32 @@ func TestSenderEveryFDLength(t *testing.T) {
 		}
 	}
 }
+
+// TestPerFramePathAllocatesNothing defends the throughput of the state
+// machines: sending and receiving a consecutive frame allocates nothing.
+func TestPerFramePathAllocatesNothing(t *testing.T) {
+	l, c := mustLink(t, tester), mustConfig(t, Options{})
+	s := newSender(l, c)
+	s.start(payload(1<<16, 0))
+	s.transmitted(t0)
+	fc := mustFrame(t, "7E8#300000")
+	s.handleFrame(&fc, t0)
+	if n := testing.AllocsPerRun(1000, func() { s.transmitted(t0) }); n != 0 {
+		t.Errorf("sender: %v allocations per consecutive frame, want 0", n)
+	}
+
+	r := newReceiver(mustLink(t, mirror(tester)), c)
+	ff := mustFrame(t, "7E0#1000000100000102")
+	r.handleFrame(&ff, t0)
+	cf := mustFrame(t, "7E0#2100000000000000")
+	sn := byte(1)
+	if n := testing.AllocsPerRun(1000, func() {
+		cf.Data[0] = 0x20 | sn
+		sn = (sn + 1) & 0xF
+		if ev := r.handleFrame(&cf, t0); ev.err != nil || ev.ignored != nil {
+			t.Fatalf("consecutive frame: %+v", ev)
+		}
+	}); n != 0 {
+		t.Errorf("receiver: %v allocations per consecutive frame, want 0", n)
+	}
+}
