@@ -408,3 +408,22 @@ func TestReceiverBufferGrowsWithData(t *testing.T) {
 		t.Fatalf("buffer holds %d bytes after FF and CF, want 9", len(r.buf))
 	}
 }
+
+// TestReceiverEveryRXDL receives messages from senders of every TX_DL,
+// with the last consecutive frame padded to 8 bytes or not.
+func TestReceiverEveryRXDL(t *testing.T) {
+	for _, dl := range []int{8, 12, 16, 20, 24, 32, 48, 64} {
+		for _, padded := range []bool{false, true} {
+			t.Run(fmt.Sprintf("RX_DL %d padded %v", dl, padded), func(t *testing.T) {
+				for _, n := range []int{sfCapacity(dl, 0) + 1, dl, 2*dl + 5, 4095, 4096, 5000} {
+					msg := payload(n, byte(n))
+					steps := segmented(msg, dl, 0, cts(0, 0))
+					if padded {
+						steps[len(steps)-1].in = padTo8(steps[len(steps)-1].in)
+					}
+					runRx(t, tester, Options{}, steps)
+				}
+			})
+		}
+	}
+}
