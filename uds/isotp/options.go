@@ -72,8 +72,8 @@ type Options struct {
 	// message: frames ignored because they were unexpected or malformed
 	// (ErrUnexpected, ErrMalformed), and messages dropped because Recv was
 	// not called in time. Errors that lose a message are returned by Send
-	// and Recv instead. It is called from the Conn's goroutines and must
-	// not block.
+	// and Recv instead. It is called from the Conn's reading goroutine and
+	// from Send, possibly at the same time, and must not block.
 	OnError func(error)
 }
 
