@@ -305,7 +305,7 @@ func TestLogReaderRejects(t *testing.T) {
 
 // TestRecordWritesEveryFrame records a subscription into both formats.
 func TestRecordWritesEveryFrame(t *testing.T) {
-	bus := &loopBus{}
+	bus := testBus(t, "")
 	sub := bus.Subscribe()
 	for _, s := range captureFrames {
 		if err := bus.Send(context.Background(), mustFrame(t, s)); err != nil {
@@ -347,7 +347,7 @@ func TestRecordWritesEveryFrame(t *testing.T) {
 }
 
 func TestRecordStops(t *testing.T) {
-	bus := &loopBus{}
+	bus := testBus(t, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := Record(ctx, bus.Subscribe()); !errors.Is(err, context.Canceled) {

@@ -12,35 +12,15 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// loopBus is a minimal Bus for tests: every frame sent is delivered to every
-// subscription at once.
-type loopBus struct {
-	hub    Hub
-	closed atomic.Bool
-}
-
-func (b *loopBus) Send(ctx context.Context, f Frame) error {
-	if b.closed.Load() {
-		return ErrClosed
-	}
-	if err := f.Validate(); err != nil {
-		return err
-	}
-	b.hub.Deliver(f)
-	return nil
-}
-
-func (b *loopBus) Subscribe(filters ...Filter) *Subscription { return b.hub.Subscribe(filters...) }
-
-func (b *loopBus) Close() error {
-	b.closed.Store(true)
-	b.hub.Close()
-	return nil
+// testBus opens an untimed CAN FD mem bus of its own for the test (named
+// after it, plus suffix) and closes it when the test ends.
+func testBus(t *testing.T, suffix string) Bus {
+	t.Helper()
+	return openMemT(t, memName(t)+suffix, Config{FD: true})
 }
 
 // startSocketcand serves buses on a loopback port and returns host:port.
@@ -114,7 +94,7 @@ var roundTripFrames = []string{
 // checks that the other client, the bus itself and the sender's own
 // subscription each see it exactly once, unchanged.
 func TestSocketcandRoundTrip(t *testing.T) {
-	bus := &loopBus{}
+	bus := testBus(t, "")
 	addr := startSocketcand(t, map[string]Bus{"body": bus})
 	a := dialSocketcand(t, addr, "body")
 	b := dialSocketcand(t, addr, "body")
@@ -145,7 +125,7 @@ func TestSocketcandRoundTrip(t *testing.T) {
 // TestSocketcandDeliversErrorFrames checks that error frames on the served
 // bus reach clients with their class and data.
 func TestSocketcandDeliversErrorFrames(t *testing.T) {
-	bus := &loopBus{}
+	bus := testBus(t, "")
 	addr := startSocketcand(t, map[string]Bus{"body": bus})
 	c := dialSocketcand(t, addr, "body")
 	sub := c.Subscribe()
@@ -169,7 +149,7 @@ func TestSocketcandDeliversErrorFrames(t *testing.T) {
 // every client sees all three exactly once, the others' in bus order (its
 // own arrives when sent, see DialSocketcand).
 func TestSocketcandClientsSeeEachOther(t *testing.T) {
-	bus := &loopBus{}
+	bus := testBus(t, "")
 	addr := startSocketcand(t, map[string]Bus{"body": bus})
 	var clients []Bus
 	var subs []*Subscription
@@ -205,14 +185,14 @@ func TestSocketcandClientsSeeEachOther(t *testing.T) {
 		}
 	}
 	// Another bus on the same server is separate.
-	other := &loopBus{}
+	other := testBus(t, "-chassis")
 	onOther := other.Subscribe()
 	addr2 := startSocketcand(t, map[string]Bus{"body": bus, "chassis": other})
 	c := dialSocketcand(t, addr2, "chassis")
 	if err := c.Send(context.Background(), mustFrame(t, "321#01")); err != nil {
 		t.Fatal(err)
 	}
-	nextFrame(t, onOther) // loopBus delivers to every subscription within Send
+	nextFrame(t, onOther) // an untimed mem bus delivers within Send
 	select {
 	case f := <-onBus.Frames():
 		t.Errorf("bus body got %v sent on chassis", f)
@@ -415,7 +395,7 @@ func TestSocketcandClientRejectsBadServerLines(t *testing.T) {
 // TestSocketcandServerAnswersBadCommands drives the server with raw
 // protocol text and checks each answer.
 func TestSocketcandServerAnswersBadCommands(t *testing.T) {
-	bus := &loopBus{}
+	bus := testBus(t, "")
 	addr := startSocketcand(t, map[string]Bus{"body": bus})
 	type exchange struct{ send, want string }
 	tests := []struct {
@@ -666,7 +646,7 @@ bus.shutdown()
 // that they cross its 1024-byte reads) and its frame must reach the bus.
 func TestSocketcandPythonCanPeer(t *testing.T) {
 	py := pythonWithCan(t)
-	bus := &loopBus{}
+	bus := testBus(t, "")
 	addr := startSocketcand(t, map[string]Bus{"body": bus})
 	host, port, _ := net.SplitHostPort(addr)
 	onBus := bus.Subscribe(ExactFilter(0x7E8, false))
