@@ -303,13 +303,15 @@ func TestDialSocketcandRejectsBadBusNames(t *testing.T) {
 // TestSocketcandConnectionLoss checks that a client whose server goes away
 // closes its subscriptions and names the server in Send's error.
 func TestSocketcandConnectionLoss(t *testing.T) {
-	release := make(chan struct{})
+	subscribed, release := make(chan struct{}), make(chan struct{})
 	addr := scriptedServer(t, func(c net.Conn, r *msgReader) {
 		io.WriteString(c, "< hi >")
 		r.next()
 		io.WriteString(c, "< ok >")
 		r.next()
-		io.WriteString(c, "< ok >< frame 123 1.000000 01 >")
+		io.WriteString(c, "< ok >")
+		<-subscribed // frames before Subscribe are lost, as on any bus
+		io.WriteString(c, "< frame 123 1.000000 01 >")
 		<-release
 	})
 	b, err := DialSocketcand(addr, "body", Config{})
@@ -318,6 +320,7 @@ func TestSocketcandConnectionLoss(t *testing.T) {
 	}
 	defer b.Close()
 	sub := b.Subscribe()
+	close(subscribed)
 	if got := nextFrame(t, sub); got != mustFrame(t, "123#01") {
 		t.Fatalf("got %v", got)
 	}
@@ -354,12 +357,15 @@ func TestSocketcandClientRejectsBadServerLines(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.line, func(t *testing.T) {
+			subscribed := make(chan struct{})
 			addr := scriptedServer(t, func(c net.Conn, r *msgReader) {
 				io.WriteString(c, "< hi >")
 				r.next()
 				io.WriteString(c, "< ok >")
 				r.next()
-				io.WriteString(c, "< ok >"+tt.line+"< frame 7FF 2.000000 FF >")
+				io.WriteString(c, "< ok >")
+				<-subscribed
+				io.WriteString(c, tt.line+"< frame 7FF 2.000000 FF >")
 				r.next() // until the client hangs up
 			})
 			b, err := DialSocketcand(addr, "body", Config{})
@@ -368,6 +374,7 @@ func TestSocketcandClientRejectsBadServerLines(t *testing.T) {
 			}
 			defer b.Close()
 			sub := b.Subscribe()
+			close(subscribed)
 			var got []Frame
 			for f := range sub.Frames() {
 				got = append(got, f)
