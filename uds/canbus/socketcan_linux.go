@@ -29,6 +29,11 @@ const (
 	canfdFDF = 0x04 // marks a CAN FD frame in canfd_frame.flags; kernels before 6.0 ignore it
 )
 
+// socketRcvBuf is the receive buffer asked of each socket: the kernel
+// doubles it for its bookkeeping and charges about 700 bytes per frame, so
+// it holds a few thousand frames, more than a Hub subscription's queue.
+const socketRcvBuf = 1 << 20
+
 // openSocketCAN attaches to a SocketCAN interface with a CAN_RAW socket.
 // Classic buses read and write through go.einride.tech/can's socketcan
 // Receiver and Transmitter; with cfg.FD the socket also has
@@ -240,6 +245,13 @@ func rawSocket(ifi *net.Interface, fd bool) (*os.File, error) {
 			unix.Close(s)
 			return nil, fmt.Errorf("%s: %v", o.what, err)
 		}
+	}
+	// The default receive buffer holds about 300 frames, a few
+	// milliseconds of a burst on vcan; a reader descheduled that long
+	// would lose frames. Raise it to match the Hub's queue. Forcing it past
+	// net.core.rmem_max needs CAP_NET_ADMIN; without, the kernel caps it.
+	if err := unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, socketRcvBuf); err != nil {
+		unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_RCVBUF, socketRcvBuf)
 	}
 	if err := unix.Bind(s, &unix.SockaddrCAN{Ifindex: ifi.Index}); err != nil {
 		unix.Close(s)
