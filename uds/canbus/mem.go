@@ -26,6 +26,15 @@ import (
 // computed from absolute deadlines: a late timer never delays the frames
 // after it, and a backlog keeps the wire busy without a gap.
 //
+// The bus keeps its own timeline, which runs behind the wall clock by the
+// lateness of its last delivery. A Go process that is otherwise idle wakes
+// from a timer up to about a millisecond late (the runtime's poller waits
+// in whole milliseconds), several frame times at 500 kbit/s. A node that
+// answers a frame (a flow control after a first frame) answers that much
+// later in wall time; stamping its frame on the bus timeline charges it
+// only its own reaction time, as a real bus would. Under synctest timers
+// are exact and the two clocks agree.
+//
 // All waiting uses channels and timers of the standard library, so the
 // bus runs in virtual time under testing/synctest. A timed bus runs one
 // goroutine, started by the Open that creates the bus and ended by the
@@ -48,6 +57,11 @@ type MemStats struct {
 	// It stays zero on an untimed bus. Busy divided by the time elapsed
 	// is the bus load.
 	Busy time.Duration
+	// Start and End are when the first frame started and the last frame
+	// ended on the bus timeline (zero on an untimed bus): Busy divided by
+	// End-Start is the load over the bus's active span, free of the host's
+	// timer lateness.
+	Start, End time.Time
 }
 
 // MemBusStats returns the counters of the open mem bus called name (the
@@ -79,6 +93,8 @@ type memBus struct {
 	nodes []*memNode // attachments that are open or still have frames queued
 	seq   uint64     // frames queued so far: orders frames that tie in arbitration
 	stats MemStats
+	lag   time.Duration // how late the wire delivered its last frame
+	stamp time.Time     // the latest queueing stamp; stamps never decrease
 
 	// Timed buses only.
 	kick chan struct{} // a frame was queued
@@ -187,9 +203,14 @@ func (n *memNode) Send(ctx context.Context, f Frame) error {
 			return ErrClosed
 		}
 		if n.n < len(n.q) {
-			// Stamped under the lock, so the stamps of successive
-			// frames never decrease; arbitrate relies on it.
-			tx.at = time.Now()
+			// Stamped on the bus timeline, under the lock, so the
+			// stamps of successive frames never decrease; arbitrate
+			// relies on it.
+			tx.at = time.Now().Add(-b.lag)
+			if tx.at.Before(b.stamp) {
+				tx.at = b.stamp
+			}
+			b.stamp = tx.at
 			tx.seq = b.seq
 			b.seq++
 			n.q[(n.head+n.n)%len(n.q)] = tx
@@ -330,8 +351,13 @@ func (b *memBus) wire() {
 			continue
 		}
 		n.pop()
+		if b.stats.Frames == 0 {
+			b.stats.Start = start
+		}
 		b.stats.Frames++
 		b.stats.Busy += tx.dur
+		b.stats.End = end
+		b.lag = max(time.Since(end), 0)
 		b.deliver(tx.f)
 		b.mu.Unlock()
 		free = end
