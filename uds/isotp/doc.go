@@ -40,7 +40,9 @@
 // the sender hands the next frame to the bus as soon as the bus has queued
 // the previous one, so the transmit queue stays full; with STmin above 0 it
 // waits for the bus to loop each frame back (its transmission
-// confirmation), and the separation time counts from there. Every wait
+// confirmation, read from a second subscription, to the transmit
+// identifier, made the first time an STmin needs it), and the separation
+// time counts from there. Every wait
 // uses the standard time package, so testing/synctest runs Conns and the
 // timed mem bus in virtual time.
 //
