@@ -407,3 +407,34 @@ func FuzzLogReader(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkCaptureWriters measures the cost of recording one frame.
+func BenchmarkCaptureWriters(b *testing.B) {
+	const batch = 10000
+	frames := []Frame{mustFrame(b, "7E8#0011223344556677"), mustFrame(b, "18DAF110##1"+strings.Repeat("A5", 64))}
+	pw, err := NewPcapWriter(io.Discard)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lw, err := NewLogWriter(io.Discard, "vcan0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, w := range []struct {
+		name string
+		w    FrameWriter
+	}{{"pcap", pw}, {"log", lw}} {
+		b.Run(w.name, func(b *testing.B) {
+			now := time.Now()
+			start := time.Now()
+			for b.Loop() {
+				for i := range batch {
+					if err := w.w.WriteFrame(now, frames[i%2]); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(float64(time.Since(start).Nanoseconds())/float64(b.N*batch), "ns/frame")
+		})
+	}
+}

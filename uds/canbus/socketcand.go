@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,6 +85,7 @@ type SocketcandError struct {
 	Err    error  // the cause: ErrProtocol, ErrRefused, io.EOF, a net error
 }
 
+// Error says which server, bus and step, what the server said, and why.
 func (e *SocketcandError) Error() string {
 	s := fmt.Sprintf("canbus: socketcand server %s, bus %q: %s", e.Server, e.Bus, e.Step)
 	if e.Reply != "" {
@@ -613,7 +615,8 @@ type socketcandBus struct {
 // DialSocketcand connects to the socketcand server at hostport (TCP) and
 // opens bus in raw mode. Connecting and the handshake time out after 10 s;
 // errors are *SocketcandError and say which step failed and what the
-// server said.
+// server said. Of cfg only QueueLen applies: bit rates and CAN FD are the
+// server's bus's business.
 //
 // Like a SocketCAN socket, the attachment sees the frames it sends itself
 // and every frame of the other attachments of the bus. socketcand does not
@@ -625,7 +628,7 @@ func DialSocketcand(hostport, bus string, cfg Config) (Bus, error) {
 	fail := func(step, reply string, err error) error {
 		return &SocketcandError{Server: hostport, Bus: bus, Step: step, Reply: reply, Err: err}
 	}
-	if bus == "" || len(bus) > maxBusNameLen || bytes.ContainsAny([]byte(bus), " \t\r\n<>") {
+	if bus == "" || len(bus) > maxBusNameLen || strings.ContainsAny(bus, " \t\r\n<>") {
 		return nil, fail("open", "", fmt.Errorf("bus name must have 1 to %d characters without spaces or '<' '>'", maxBusNameLen))
 	}
 	conn, err := net.DialTimeout("tcp", hostport, socketcandTimeout)

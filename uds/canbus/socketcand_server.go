@@ -18,9 +18,11 @@ import (
 // ErrServerClosed is returned by SocketcandServer.Serve after Close.
 var ErrServerClosed = errors.New("canbus: socketcand server closed")
 
-// maxPendingEcho bounds the frames a server connection remembers having
-// sent until the bus echoes them back (see scConn.sent).
-const maxPendingEcho = 256
+// maxPendingEcho bounds the frames a session remembers having sent until
+// the bus echoes them back (see scConn.sent). A session's subscription
+// holds up to a queue of echoes not yet forwarded, so the bound must
+// exceed the queue, or a fast sender would get its own frames back.
+const maxPendingEcho = 2 * DefaultQueueLen
 
 // SocketcandServer serves named buses to socketcand clients in raw mode,
 // so that other processes and outside tools (python-can's socketcand
@@ -33,6 +35,10 @@ const maxPendingEcho = 256
 type SocketcandServer struct {
 	buses map[string]Bus
 	log   *zap.Logger
+	// ctx ends with Close, releasing sessions blocked sending on a bus
+	// whose transmit queue is full.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -60,9 +66,12 @@ func NewSocketcandServer(buses map[string]Bus, log *zap.Logger) (*SocketcandServ
 	if log == nil {
 		log = zap.NewNop()
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	return &SocketcandServer{
 		buses:     maps.Clone(buses),
 		log:       log,
+		ctx:       ctx,
+		cancel:    cancel,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[net.Conn]struct{}),
 	}, nil
@@ -120,6 +129,7 @@ func (s *SocketcandServer) Serve(ln net.Listener) error {
 func (s *SocketcandServer) Close() error {
 	s.mu.Lock()
 	s.closed = true
+	s.cancel()
 	for ln := range s.listeners {
 		ln.Close()
 	}
@@ -236,7 +246,7 @@ func (s *SocketcandServer) serveConn(conn net.Conn) {
 			}
 			werr = c.write([]byte("< ok >"))
 		case m.kind == msgSend:
-			werr = c.send(bus, m.frame, stopRaw != nil)
+			werr = c.send(s.ctx, bus, m.frame, stopRaw != nil)
 		case stopRaw == nil:
 			werr = c.refuse("only rawmode is supported")
 		default:
@@ -277,7 +287,7 @@ func sanitize(raw []byte) string {
 // send puts f on the bus for the client. socketcand sends in BCM mode
 // too, so send does not depend on raw mode; only in raw mode does the
 // bus's echo come back and need dropping.
-func (c *scConn) send(bus Bus, f Frame, raw bool) error {
+func (c *scConn) send(ctx context.Context, bus Bus, f Frame, raw bool) error {
 	if raw {
 		c.smu.Lock()
 		if len(c.sent) == maxPendingEcho {
@@ -286,7 +296,7 @@ func (c *scConn) send(bus Bus, f Frame, raw bool) error {
 		c.sent = append(c.sent, f)
 		c.smu.Unlock()
 	}
-	if err := bus.Send(context.Background(), f); err != nil {
+	if err := bus.Send(ctx, f); err != nil {
 		c.smu.Lock()
 		if i := slices.Index(c.sent, f); i >= 0 {
 			c.sent = slices.Delete(c.sent, i, i+1)

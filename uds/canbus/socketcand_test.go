@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -119,6 +120,65 @@ func TestSocketcandRoundTrip(t *testing.T) {
 	}
 	if got := nextFrame(t, onA); got != marker {
 		t.Fatalf("sender got %v after its own frames, want b's marker %v (a duplicate echo?)", got, marker)
+	}
+}
+
+// gatedBus holds every frame sent until release, so that a test can let a
+// server get as far ahead of the bus's echoes as it likes.
+type gatedBus struct {
+	hub  Hub
+	mu   sync.Mutex
+	held []Frame
+	sent chan struct{} // one token per Send
+}
+
+func (b *gatedBus) Send(ctx context.Context, f Frame) error {
+	b.mu.Lock()
+	b.held = append(b.held, f)
+	b.mu.Unlock()
+	b.sent <- struct{}{}
+	return nil
+}
+
+func (b *gatedBus) Subscribe(filters ...Filter) *Subscription { return b.hub.Subscribe(filters...) }
+func (b *gatedBus) Close() error                              { b.hub.Close(); return nil }
+
+func (b *gatedBus) release() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, f := range b.held {
+		b.hub.Deliver(f)
+	}
+	b.held = nil
+}
+
+// TestSocketcandNoEchoForAFastSender has a client send a queue's worth of
+// frames before the bus echoes any: the server must recognise every echo
+// as the client's own, so the client sees each of its frames once.
+func TestSocketcandNoEchoForAFastSender(t *testing.T) {
+	const n = DefaultQueueLen - 24 // what a session's subscription holds
+	bus := &gatedBus{sent: make(chan struct{}, n)}
+	addr := startSocketcand(t, map[string]Bus{"body": bus})
+	c := dialSocketcand(t, addr, "body")
+	sub := c.Subscribe()
+	for i := range n {
+		if err := c.Send(context.Background(), Frame{ID: uint32(i % 0x800), Len: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range n {
+		<-bus.sent
+	}
+	bus.release()
+	marker := mustFrame(t, "555#AA")
+	bus.hub.Deliver(marker)
+	for i := range n {
+		if f := nextFrame(t, sub); f.ID != uint32(i%0x800) {
+			t.Fatalf("frame %d: got %v, want id %#x", i, f, i%0x800)
+		}
+	}
+	if f := nextFrame(t, sub); f != marker {
+		t.Fatalf("after its own %d frames the client got %v, want the marker (its frames echoed back)", n, f)
 	}
 }
 
@@ -702,5 +762,63 @@ func TestSocketcandPythonCanPeer(t *testing.T) {
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("python-can: %v\n%s", err, stderr.String())
+	}
+}
+
+// BenchmarkSocketcandFrames measures frames per second from one client
+// through the server and a mem bus to another client over loopback TCP,
+// in batches that fit the receive queues so that nothing is dropped.
+func BenchmarkSocketcandFrames(b *testing.B) {
+	const batch = 1000 // below DefaultQueueLen
+	bus := openMemT(b, memName(b), Config{FD: true})
+	srv, err := NewSocketcandServer(map[string]Bus{"body": bus}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	for _, kind := range []struct {
+		name  string
+		frame string
+	}{
+		{"classic-8", "7E8#0011223344556677"},
+		{"fd-64", "18DAF110##1" + strings.Repeat("A5", 64)},
+	} {
+		b.Run(kind.name, func(b *testing.B) {
+			tx, err := DialSocketcand(ln.Addr().String(), "body", Config{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer tx.Close()
+			rx, err := DialSocketcand(ln.Addr().String(), "body", Config{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer rx.Close()
+			sub := rx.Subscribe()
+			f := mustFrame(b, kind.frame)
+			ctx := context.Background()
+			start := time.Now()
+			for b.Loop() {
+				for range batch {
+					if err := tx.Send(ctx, f); err != nil {
+						b.Fatal(err)
+					}
+				}
+				for range batch {
+					if _, ok := <-sub.Frames(); !ok {
+						b.Fatal("receiver closed")
+					}
+				}
+			}
+			if sub.Dropped() != 0 {
+				b.Fatalf("%d frames dropped", sub.Dropped())
+			}
+			b.ReportMetric(float64(b.N*batch)/time.Since(start).Seconds(), "frames/s")
+		})
 	}
 }
