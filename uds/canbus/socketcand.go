@@ -505,7 +505,10 @@ func parseTimestamp(w []byte) (time.Time, error) {
 	return time.Unix(s, ns), nil
 }
 
-const hexDigitsUpper = "0123456789ABCDEF"
+const (
+	hexDigitsUpper = "0123456789ABCDEF"
+	hexDigitsLower = "0123456789abcdef"
+)
 
 // appendID writes an identifier as socketcand does: three digits for 11-bit,
 // eight for 29-bit identifiers and error classes.
@@ -580,8 +583,6 @@ func appendSend(dst []byte, f *Frame) []byte {
 	return append(dst, " >"...)
 }
 
-const hexDigitsLower = "0123456789abcdef"
-
 // fdFlags returns candump's FD flags digit: 1 BRS, 2 ESI.
 func fdFlags(f *Frame) int {
 	flags := 0
@@ -622,8 +623,10 @@ type socketcandBus struct {
 // and every frame of the other attachments of the bus. socketcand does not
 // return a client's own frames, so they are delivered locally once written:
 // a frame of another attachment that the server has not yet forwarded then
-// arrives after this attachment's later frame, an order the bus never had. When the connection
-// is lost, every subscription is closed and Send returns the reason.
+// arrives after this attachment's later frame, an order the bus never had.
+//
+// When the connection is lost, every subscription is closed and Send
+// returns the reason.
 func DialSocketcand(hostport, bus string, cfg Config) (Bus, error) {
 	fail := func(step, reply string, err error) error {
 		return &SocketcandError{Server: hostport, Bus: bus, Step: step, Reply: reply, Err: err}
@@ -642,7 +645,7 @@ func DialSocketcand(hostport, bus string, cfg Config) (Bus, error) {
 	r := newMsgReader(conn)
 	// expect reads the server's answer at one handshake step; on failure it
 	// reports the step and the server's words.
-	expect := func(step string, want msgKind, hint string) error {
+	expect := func(step string, want msgKind, hint, refusedHint string) error {
 		raw, err := r.next()
 		if err != nil {
 			if err == io.EOF {
@@ -655,20 +658,20 @@ func DialSocketcand(hostport, bus string, cfg Config) (Bus, error) {
 		case err != nil:
 			return fail(step, string(raw), err)
 		case m.kind == msgErrorText:
-			return fail(step, string(raw), ErrRefused)
+			return fail(step, string(raw), fmt.Errorf("%w%s", ErrRefused, refusedHint))
 		case m.kind != want:
 			return fail(step, string(raw), fmt.Errorf("%s: %w", hint, ErrProtocol))
 		}
 		return nil
 	}
 	steps := []struct {
-		step, send string
-		want       msgKind
-		hint       string
+		step, send    string
+		want          msgKind
+		hint, refused string
 	}{
-		{"greeting", "", msgHi, "expected < hi >; is this a socketcand server?"},
-		{"open", "< open " + bus + " >", msgOK, "expected < ok > to < open " + bus + " >"},
-		{"rawmode", "< rawmode >", msgOK, "expected < ok > to < rawmode >"},
+		{"greeting", "", msgHi, "expected < hi >; is this a socketcand server?", ""},
+		{"open", "< open " + bus + " >", msgOK, "expected < ok > to < open " + bus + " >", "; is a bus called " + bus + " served there?"},
+		{"rawmode", "< rawmode >", msgOK, "expected < ok > to < rawmode >", "; the server does not offer raw mode"},
 	}
 	for _, s := range steps {
 		if s.send != "" {
@@ -677,7 +680,7 @@ func DialSocketcand(hostport, bus string, cfg Config) (Bus, error) {
 				return nil, fail(s.step, "", err)
 			}
 		}
-		if err := expect(s.step, s.want, s.hint); err != nil {
+		if err := expect(s.step, s.want, s.hint, s.refused); err != nil {
 			conn.Close()
 			return nil, err
 		}
