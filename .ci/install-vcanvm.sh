@@ -7,19 +7,24 @@
 #   busybox-static               init, insmod, ip and poweroff for the initramfs
 #   can-utils                    candump, cansend, isotpsend, isotprecv
 # Idempotent: packages already present are kept, older versions removed.
-# Run as root (apt-get install); the cache belongs to the user running it,
-# so run it as the user who runs the tests (CI runs everything as root).
+# Run as root (apt-get install). The packages go into the cache of the user
+# who runs the tests: root's (CI), or under sudo the invoking user's.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-if [ -n "${XDG_CACHE_HOME:-}" ]; then
-  cache="$XDG_CACHE_HOME/ecu-kubelet/vcanvm"
+owner=""
+if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+  owner="$SUDO_USER"
+  cachehome="$(getent passwd "$owner" | cut -d: -f6)/.cache"
+elif [ -n "${XDG_CACHE_HOME:-}" ]; then
+  cachehome="$XDG_CACHE_HOME"
 elif [ -n "${HOME:-}" ]; then
-  cache="$HOME/.cache/ecu-kubelet/vcanvm"
+  cachehome="$HOME/.cache"
 else
   echo "install-vcanvm: neither XDG_CACHE_HOME nor HOME is set; the tests look for the packages there" >&2
   exit 1
 fi
+cache="$cachehome/ecu-kubelet/vcanvm"
 debs="$cache/debs"
 
 apt-get update -q
@@ -35,7 +40,14 @@ if [ -z "$kernel" ]; then
   exit 1
 fi
 
+new_cachehome=""
+[ -d "$cachehome" ] || new_cachehome=yes
 mkdir -p "$debs"
+if [ -n "$owner" ]; then
+  # The harness writes its image beside the packages, as that user.
+  chown -R "$owner:" "$cachehome/ecu-kubelet"
+  [ -z "$new_cachehome" ] || chown "$owner:" "$cachehome"
+fi
 cd "$debs"
 for pkg in "$kernel" busybox-static can-utils; do
   version=$(apt-cache policy "$pkg" | awk '$1 == "Candidate:" { print $2; exit }')
@@ -57,6 +69,7 @@ for pkg in "$kernel" busybox-static can-utils; do
     fi
     mv "$tmp/$file" "$file"
     rm -rf "$tmp"
+    [ -z "$owner" ] || chown "$owner:" "$file"
   fi
   # Keep only this version, so that the harness's choice is unambiguous.
   case "$pkg" in
