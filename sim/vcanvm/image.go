@@ -18,6 +18,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 )
 
 // imageFormat names the layout of the cached image; change it whenever the
@@ -25,7 +26,9 @@ import (
 const imageFormat = "vcanvm-image-1"
 
 // modules are the kernel modules the VM loads, in load order: vcan needs
-// can-dev, can-raw and can-isotp need can.
+// can-dev, can-raw and can-isotp need can. They may be plain (.ko, as in
+// Debian 12) or xz-compressed (.ko.xz, later Debian kernels); the init
+// script unpacks the latter with busybox's unxz.
 var modules = []string{"can", "can-raw", "can-isotp", "can-dev", "vcan"}
 
 // canUtils are the can-utils programs copied into the VM.
@@ -60,7 +63,11 @@ fail() {
 	poweroff -f
 }
 for m in ` + strings.Join(modules, " ") + `; do
-	insmod /lib/modules/$m.ko* || fail "insmod $m"
+	f=$(echo /lib/modules/$m.ko*)
+	case $f in
+	*.xz) unxz -c $f >/tmp/$m.ko && f=/tmp/$m.ko ;; # newer Debian kernels compress modules
+	esac
+	insmod $f || fail "insmod $m"
 done
 ip link set lo up || fail "ip link set lo up"
 ip link add dev vcan0 type vcan || fail "ip link add vcan0"
@@ -189,8 +196,22 @@ func buildImage(root string) (image, error) {
 		if _, statErr := os.Stat(img.initrd); statErr != nil {
 			return image{}, fmt.Errorf("vcanvm: storing the image in %s: %v", dir, err)
 		}
+		return img, nil
 	}
+	pruneImages(root, dir)
 	return img, nil
+}
+
+// pruneImages removes the images other than keep that were built more than
+// a day ago: their packages were replaced, and no run still boots them.
+func pruneImages(root, keep string) {
+	old, _ := filepath.Glob(filepath.Join(root, "image-*"))
+	for _, dir := range old {
+		info, err := os.Stat(dir)
+		if dir != keep && err == nil && time.Since(info.ModTime()) > 24*time.Hour {
+			os.RemoveAll(dir)
+		}
+	}
 }
 
 // writeImage unpacks what the VM needs from the packages into dir/vmlinuz

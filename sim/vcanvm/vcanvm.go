@@ -217,14 +217,15 @@ func (m *machine) qemuArgs() []string {
 
 // result is what a VM run reported.
 type result struct {
-	exit     int           // exit status from the marker, -1 without one
-	boot     time.Duration // from qemu's start to vcan0 and vcan1 up
-	total    time.Duration
-	failures []string // "--- FAIL" lines of the tests in the VM
-	setup    []string // "vcanvm: setup failed" lines
-	err      error    // qemu's own failure
-	stderr   string
-	timedOut bool
+	exit      int           // exit status from the marker, -1 without one
+	boot      time.Duration // from qemu's start to vcan0 and vcan1 up
+	guestBoot string        // the same as the VM's clock saw it, in seconds
+	total     time.Duration
+	failures  []string // "--- FAIL" lines of the tests in the VM
+	setup     []string // "vcanvm: setup failed" lines
+	err       error    // qemu's own failure
+	stderr    string
+	timedOut  bool
 }
 
 // boot runs qemu and streams its console into t.Log.
@@ -263,9 +264,8 @@ func (m *machine) boot(ctx context.Context, t *testing.T, timeout time.Duration)
 // parse takes one console line into account. Markers carry the run's
 // nonce, so that no output of the tests can be taken for one.
 func (r *result) parse(line, nonce string, at time.Duration) {
-	if rest, ok := markerValue(line, "vcanvm-ready "+nonce+" "); ok {
-		r.boot = at
-		_ = rest
+	if uptime, ok := markerValue(line, "vcanvm-ready "+nonce+" "); ok {
+		r.boot, r.guestBoot = at, uptime
 		return
 	}
 	if rest, ok := markerValue(line, "vcanvm-exit "+nonce+" "); ok {
@@ -297,7 +297,8 @@ func (r *result) report(t *testing.T, timeout time.Duration) {
 	t.Helper()
 	switch {
 	case r.exit == 0:
-		t.Logf("vcanvm: passed; boot to vcan up %v, whole run %v", r.boot.Round(100*time.Millisecond), r.total.Round(100*time.Millisecond))
+		t.Logf("vcanvm: passed; boot to vcan up %v (the kernel's clock: %s s), whole run %v",
+			r.boot.Round(100*time.Millisecond), r.guestBoot, r.total.Round(100*time.Millisecond))
 	case r.exit == 125:
 		t.Fatalf("vcanvm: the VM's setup failed: %s", strings.Join(r.setup, "; "))
 	case r.exit > 0:
