@@ -124,7 +124,7 @@ func (b *socketcanBus) Subscribe(filters ...Filter) *Subscription {
 // echoes it, as it reaches everyone else's.
 func (b *socketcanBus) Send(ctx context.Context, f Frame) error {
 	if err := f.Validate(); err != nil {
-		return fmt.Errorf("%s: %w", b.name, err)
+		return err
 	}
 	if f.Error {
 		return fmt.Errorf("canbus: %s: error frames are reported by controllers and cannot be sent: %w", b.name, ErrFlags)
@@ -140,6 +140,9 @@ func (b *socketcanBus) Send(ctx context.Context, f Frame) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if ctx.Done() == nil {
+		return b.write(ctx, &f)
+	}
 	// A write blocks while the socket's send buffer is full. Ending ctx
 	// moves the write deadline into the past, which makes it return.
 	interrupted := make(chan struct{})
@@ -152,10 +155,7 @@ func (b *socketcanBus) Send(ctx context.Context, f Frame) error {
 		<-interrupted
 		b.link.setWriteDeadline(time.Time{})
 	}
-	if err != nil {
-		return err
-	}
-	return nil
+	return err
 }
 
 func (b *socketcanBus) write(ctx context.Context, f *Frame) error {
@@ -166,6 +166,8 @@ func (b *socketcanBus) write(ctx context.Context, f *Frame) error {
 		case err == nil:
 			return nil
 		case errors.Is(err, unix.ENOBUFS):
+			// The interface's transmit queue is full: the kernel drops
+			// rather than blocks. Wait for the controller to drain it.
 			t := time.NewTimer(backoff)
 			select {
 			case <-ctx.Done():
