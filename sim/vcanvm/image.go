@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
@@ -18,6 +19,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -167,7 +169,8 @@ func imageKey(pkgs map[string]string) (string, error) {
 // building it first if needed. Concurrent builders (go test runs packages
 // in parallel) each build into a private directory and the first rename
 // wins, so no reader ever sees a half-written image.
-func buildImage(root string) (image, error) {
+func buildImage(t *testing.T, root string) (image, error) {
+	t.Helper()
 	pkgs, err := findDebs(filepath.Join(root, "debs"))
 	if err != nil {
 		return image{}, err
@@ -184,6 +187,7 @@ func buildImage(root string) (image, error) {
 	if _, err := os.Stat(img.initrd); err == nil {
 		return img, nil
 	}
+	t.Logf("vcanvm: building the VM image in %s from %s", dir, strings.Join(slices.Sorted(maps.Values(pkgs)), ", "))
 	tmp, err := os.MkdirTemp(root, "build-")
 	if err != nil {
 		return image{}, err

@@ -71,6 +71,7 @@ func Run(t *testing.T) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 
+	start := time.Now()
 	vm, err := prepare(ctx, t)
 	if err != nil {
 		var m *errMissing
@@ -83,6 +84,7 @@ func Run(t *testing.T) bool {
 		}
 		t.Fatalf("vcanvm: %v", err)
 	}
+	t.Logf("vcanvm: image and static test binary ready in %v", time.Since(start).Round(100*time.Millisecond))
 	res := vm.boot(ctx, t, timeout)
 	res.report(t, timeout)
 	return true
@@ -109,6 +111,7 @@ type machine struct {
 
 // prepare finds qemu and the image and builds this run's initramfs.
 func prepare(ctx context.Context, t *testing.T) (*machine, error) {
+	t.Helper()
 	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
 		return nil, missingf("the harness runs on linux/amd64 hosts only, not %s/%s", runtime.GOOS, runtime.GOARCH)
 	}
@@ -123,7 +126,7 @@ func prepare(ctx context.Context, t *testing.T) (*machine, error) {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, err
 	}
-	img, err := buildImage(root)
+	img, err := buildImage(t, root)
 	if err != nil {
 		return nil, err
 	}
