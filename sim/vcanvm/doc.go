@@ -19,6 +19,8 @@
 // and rebuilt when either changes.
 //
 // The VM runs under TCG (-machine accel=tcg): with KVM the Debian kernel hung.
+// On an idle 2-core machine it boots to vcan0 and vcan1 up in about 4.5 s
+// (1.8 s of the kernel's own clock); a loaded host can triple that.
 // Its init prints a marker line with a per-run nonce and the test binary's
 // exit status on the serial console and powers off; the host reads the
 // status from that line, so a test's output can never pass for it.

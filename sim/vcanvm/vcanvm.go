@@ -54,7 +54,8 @@ func Inside() bool { return os.Getenv(envInside) == "1" }
 // in the VM failed. Inside the VM it returns false at once. Where qemu or
 // the Debian packages are missing it skips the test, saying what to install
 // (with CI=true it fails instead, so that CI cannot pass without running
-// it); with -short it skips, since a VM run takes tens of seconds.
+// it); with -short it skips, since a VM run takes 5 to 15 seconds, more on
+// a loaded machine.
 func Run(t *testing.T) bool {
 	t.Helper()
 	if Inside() {
