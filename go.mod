@@ -4,15 +4,15 @@ go 1.26.8
 
 require (
 	github.com/spf13/cobra v1.10.2
+	go.einride.tech/can v0.17.0
 	go.uber.org/zap v1.28.0
+	golang.org/x/sys v0.31.0
 )
 
 require (
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/spf13/pflag v1.0.9 // indirect
-	go.einride.tech/can v0.17.0 // indirect
 	go.uber.org/multierr v1.10.0 // indirect
 	golang.org/x/net v0.38.0 // indirect
 	golang.org/x/sync v0.11.0 // indirect
-	golang.org/x/sys v0.31.0 // indirect
 )

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -35,6 +37,41 @@ const envInside = "ECU_KUBELET_VCANVM"
 
 // Inside reports whether this process runs inside the microVM.
 func Inside() bool { return os.Getenv(envInside) == "1" }
+
+// maxExport bounds what one Export may carry over the console.
+const maxExport = 512 << 10
+
+// Export hands data, a file the test made inside the VM (a capture, say),
+// to the host test that booted the VM, which reads it with Files after Run
+// returns. It travels base64-encoded on the console, marked with the run's
+// nonce, so it is meant for files of up to 512 KiB. Outside the VM it does
+// nothing.
+func Export(t *testing.T, name string, data []byte) {
+	t.Helper()
+	if !Inside() {
+		return
+	}
+	if len(data) > maxExport || name == "" || strings.ContainsAny(name, " /\n") {
+		t.Fatalf("vcanvm: Export %q (%d bytes): want a plain file name and at most %d bytes", name, len(data), maxExport)
+	}
+	nonce, err := os.ReadFile("/vcanvm/nonce")
+	if err != nil {
+		t.Fatalf("vcanvm: Export: %v", err)
+	}
+	fmt.Printf("\nvcanvm-file %s %s %s\n", strings.TrimSpace(string(nonce)), name, base64.StdEncoding.EncodeToString(data))
+}
+
+// exported holds, per host test, the files its VM run exported.
+var exported sync.Map // *testing.T -> map[string][]byte
+
+// Files returns the files that the tests in t's VM run passed to Export,
+// by name. Call it after Run has returned true.
+func Files(t *testing.T) map[string][]byte {
+	if m, ok := exported.Load(t); ok {
+		return m.(map[string][]byte)
+	}
+	return nil
+}
 
 // Run runs the calling test inside a qemu microVM whose kernel has vcan0
 // (classic CAN) and vcan1 (CAN FD) and the CAN, CAN_RAW and CAN_ISOTP
@@ -87,6 +124,8 @@ func Run(t *testing.T) bool {
 	}
 	t.Logf("vcanvm: image and static test binary ready in %v", time.Since(start).Round(100*time.Millisecond))
 	res := vm.boot(ctx, t, timeout)
+	exported.Store(t, res.files)
+	t.Cleanup(func() { exported.Delete(t) })
 	res.report(t, timeout)
 	return true
 }
@@ -225,9 +264,10 @@ type result struct {
 	boot      time.Duration // from qemu's start to vcan0 and vcan1 up
 	guestBoot string        // the same as the VM's clock saw it, in seconds
 	total     time.Duration
-	failures  []string // "--- FAIL" lines of the tests in the VM
-	setup     []string // "vcanvm: setup failed" lines
-	err       error    // qemu's own failure
+	failures  []string          // "--- FAIL" lines of the tests in the VM
+	setup     []string          // "vcanvm: setup failed" lines
+	files     map[string][]byte // what the tests exported
+	err       error             // qemu's own failure
 	stderr    string
 	timedOut  bool
 }
@@ -255,7 +295,9 @@ func (m *machine) boot(ctx context.Context, t *testing.T, timeout time.Duration)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := strings.TrimRight(sc.Text(), "\r")
-		t.Log(line)
+		if !strings.Contains(line, "vcanvm-file ") { // base64, not for people
+			t.Log(line)
+		}
 		res.parse(line, m.nonce, time.Since(start))
 	}
 	res.err = cmd.Wait()
@@ -270,6 +312,16 @@ func (m *machine) boot(ctx context.Context, t *testing.T, timeout time.Duration)
 func (r *result) parse(line, nonce string, at time.Duration) {
 	if uptime, ok := markerValue(line, "vcanvm-ready "+nonce+" "); ok {
 		r.boot, r.guestBoot = at, uptime
+		return
+	}
+	if rest, ok := markerValue(line, "vcanvm-file "+nonce+" "); ok {
+		name, b64, _ := strings.Cut(rest, " ")
+		if data, err := base64.StdEncoding.DecodeString(b64); err == nil {
+			if r.files == nil {
+				r.files = make(map[string][]byte)
+			}
+			r.files[name] = data
+		}
 		return
 	}
 	if rest, ok := markerValue(line, "vcanvm-exit "+nonce+" "); ok {

@@ -150,12 +150,18 @@ func TestResultParsesMarkersOfItsOwnRunOnly(t *testing.T) {
 		"vcanvm-ready n0nce 2.10",
 		"    --- FAIL: TestVcan/x (0.01s)",
 		"vcanvm-exit other 0",
+		"vcanvm-file other x.pcap aGVsbG8=",
+		"vcanvm-file n0nce a.pcap aGVsbG8=",
+		"vcanvm-file n0nce bad.pcap !!!",
 		"[    3.1] something vcanvm-exit n0nce 1",
 	} {
 		r.parse(line, "n0nce", time.Duration(i)*time.Second)
 	}
 	if r.boot != time.Second || r.exit != 1 || len(r.failures) != 1 {
 		t.Fatalf("got boot %v exit %d failures %q; want 1s, 1, one failure", r.boot, r.exit, r.failures)
+	}
+	if len(r.files) != 1 || string(r.files["a.pcap"]) != "hello" {
+		t.Fatalf("got files %q; want only a.pcap holding hello", r.files)
 	}
 }
 

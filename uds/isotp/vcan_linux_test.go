@@ -3,12 +3,14 @@
 package isotp_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -321,8 +323,13 @@ func check(t *testing.T, err error) {
 // TestVcan checks our ISO-TP against the Linux kernel's CAN_ISOTP on vcan
 // in the microVM, in both directions, on classic CAN (vcan0) and CAN FD
 // with TX_DL 64 and BRS (vcan1). One VM boot for all the subtests.
+//
+// The Capture subtests record ISO-TP between us and the kernel through our
+// socketcan transport; back on the host, tshark's ISO 15765 dissector must
+// decode and reassemble those captures without malformed or expert marks.
 func TestVcan(t *testing.T) {
 	if vcanvm.Run(t) {
+		checkCaptures(t)
 		return
 	}
 	enableTimestamps(t)
@@ -360,6 +367,15 @@ func testVcan(t *testing.T, s setup) {
 		for _, n := range sizes {
 			check(t, oursToKernel(c, k, message(n)))
 		}
+	})
+	t.Run("Capture", func(t *testing.T) {
+		c, k := s.pair(t, normal, isotp.Options{}, normalKernel(kernelOpts{flags: flagWaitTxDone}))
+		vcanvm.Export(t, s.name+".pcap", capture(t, s, func() {
+			for _, n := range captureSizes {
+				check(t, oursToKernel(c, k, message(n)))
+				check(t, kernelToOurs(c, k, message(n)))
+			}
+		}))
 	})
 	t.Run("KernelToOurs", func(t *testing.T) {
 		c, k := s.pair(t, normal, isotp.Options{}, normalKernel(kernelOpts{flags: flagWaitTxDone}))
@@ -458,4 +474,93 @@ func testVcan(t *testing.T, s setup) {
 		}
 		check(t, kernelToOurs(c, k, message(4095)))
 	})
+}
+
+// captureSizes are the messages of the Capture subtests, each sent both ways:
+// single frames at the classic and the CAN FD limit, and segmented messages
+// with 12-bit and 32-bit first frame lengths.
+var captureSizes = []int{7, 62, 63, 4095, 4096, 5000}
+
+// markerID ends a capture: a frame the recorder sees after every frame of the
+// transfers before it, since one socket receives frames in bus order.
+const markerID = 0x7FF
+
+// capture records as pcap, through a socketcan attachment of its own, what
+// the bus carries while run runs.
+func capture(t *testing.T, s setup, run func()) []byte {
+	t.Helper()
+	bus, err := canbus.Open(s.url, canbus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	var buf bytes.Buffer
+	w, err := canbus.NewPcapWriter(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := bus.Subscribe()
+	done := make(chan error, 1)
+	go func() {
+		for f := range sub.Frames() {
+			if f.ID == markerID {
+				done <- nil
+				return
+			}
+			if err := w.WriteFrame(time.Now(), f); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- errors.New("subscription closed before the end marker")
+	}()
+	run()
+	if err := bus.Send(ctx(t), canbus.Frame{ID: markerID}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("capture: %v", err)
+		}
+	case <-time.After(watchdog):
+		t.Fatal("capture: the end marker never came back from the bus")
+	}
+	if n := sub.Dropped(); n > 0 {
+		t.Fatalf("capture lost %d frames to a full queue", n)
+	}
+	return buf.Bytes()
+}
+
+// checkCaptures has tshark decode the captures the VM exported: every
+// message of captureSizes both ways, and all segmented ones reassembled.
+func checkCaptures(t *testing.T) {
+	if t.Failed() {
+		return
+	}
+	tshark := isotp.TsharkPath(t)
+	files := vcanvm.Files(t)
+	for _, c := range []struct {
+		name    string
+		sfLimit int // the largest single frame message
+	}{{"Classic.pcap", 7}, {"FD.pcap", 62}} {
+		data := files[c.name]
+		if data == nil {
+			t.Errorf("the VM exported no %s", c.name)
+			continue
+		}
+		path := filepath.Join(t.TempDir(), c.name)
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		segmented := 0
+		for _, n := range captureSizes {
+			if n > c.sfLimit {
+				segmented += 2
+			}
+		}
+		t.Run("Tshark"+strings.TrimSuffix(c.name, ".pcap"), func(t *testing.T) {
+			isotp.CheckTshark(t, tshark, path, -1, 2*len(captureSizes), segmented)
+		})
+	}
 }
