@@ -47,7 +47,6 @@ const (
 	pcapMagicNanos       = 0xA1B23C4D
 	linkTypeCANSocketCAN = 227
 	pcapSnapLen          = 65535
-	pcapMaxPacket        = 72 // sizeof(struct canfd_frame)
 )
 
 // PcapWriter writes frames as a pcap capture with link type
@@ -58,7 +57,8 @@ const (
 // set, so that readers old (by size) and new (by flag) see them as FD.
 type PcapWriter struct {
 	w   io.Writer
-	buf [16 + pcapMaxPacket]byte
+	buf [16 + canfdMTU]byte // record header and packet
+	pkt [canfdMTU]byte
 }
 
 // NewPcapWriter writes the pcap file header to w and returns a writer for
@@ -79,17 +79,6 @@ func NewPcapWriter(w io.Writer) (*PcapWriter, error) {
 
 // WriteFrame writes f as one packet received at t, in a single Write.
 func (p *PcapWriter) WriteFrame(t time.Time, f Frame) error {
-	// linux/can.h; local so as not to collide with the SocketCAN
-	// transport's names on Linux.
-	const (
-		canEFFFlag = 0x80000000 // 29-bit identifier
-		canRTRFlag = 0x40000000 // remote frame
-		canERRFlag = 0x20000000 // error frame
-		canFDFFlag = 0x04       // FD flags byte: this is a CAN FD frame
-		canLen     = 16         // sizeof(struct can_frame)
-		canFDLen   = 72         // sizeof(struct canfd_frame)
-		canErrDLC  = 8          // length of every error frame
-	)
 	if err := f.Validate(); err != nil {
 		return err
 	}
@@ -97,22 +86,8 @@ func (p *PcapWriter) WriteFrame(t time.Time, f Frame) error {
 	if secs < 0 || secs > 0xFFFFFFFF {
 		return fmt.Errorf("canbus: time %v is outside the pcap format's range (1970 to 2106)", t)
 	}
-	id, n, length := f.ID, canLen, f.Len
-	var flags byte
-	switch {
-	case f.Error:
-		id |= canERRFlag
-		length = canErrDLC // as Linux reports them; Wireshark flags others
-	case f.Extended:
-		id |= canEFFFlag
-	}
-	if f.RTR {
-		id |= canRTRFlag
-	}
-	if f.FD {
-		n = canFDLen
-		flags = canFDFFlag | byte(fdFlags(&f)) // same bit values as Linux
-	}
+	pkt := encodeSocketCAN(&f, &p.pkt, binary.BigEndian)
+	n := len(pkt)
 	b := p.buf[:16+n]
 	clear(b)
 	le := binary.LittleEndian
@@ -120,11 +95,7 @@ func (p *PcapWriter) WriteFrame(t time.Time, f Frame) error {
 	le.PutUint32(b[4:], uint32(t.Nanosecond()))
 	le.PutUint32(b[8:], uint32(n))
 	le.PutUint32(b[12:], uint32(n))
-	pkt := b[16:]
-	binary.BigEndian.PutUint32(pkt[0:], id)
-	pkt[4] = length
-	pkt[5] = flags
-	copy(pkt[8:], f.Payload())
+	copy(b[16:], pkt)
 	if _, err := p.w.Write(b); err != nil {
 		return fmt.Errorf("canbus: writing pcap packet: %w", err)
 	}

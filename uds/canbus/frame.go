@@ -150,14 +150,7 @@ func (f Frame) String() string {
 			fmt.Fprintf(&b, "%d", f.Len)
 		}
 	case f.FD:
-		flags := 0
-		if f.BRS {
-			flags |= 1
-		}
-		if f.ESI {
-			flags |= 2
-		}
-		fmt.Fprintf(&b, "#%X", flags)
+		fmt.Fprintf(&b, "#%X", f.fdFlags())
 		b.WriteString(strings.ToUpper(hex.EncodeToString(f.Payload())))
 	default:
 		b.WriteString(strings.ToUpper(hex.EncodeToString(f.Payload())))
@@ -236,4 +229,17 @@ func hexVal(c rune) (uint8, bool) {
 		return uint8(c - 'A' + 10), true
 	}
 	return 0, false
+}
+
+// fdFlags returns the frame's BRS and ESI flags as SocketCAN's canfd_frame
+// and candump's notation both encode them: BRS 1, ESI 2.
+func (f *Frame) fdFlags() uint8 {
+	var flags uint8
+	if f.BRS {
+		flags |= canfdBRS
+	}
+	if f.ESI {
+		flags |= canfdESI
+	}
+	return flags
 }

@@ -19,16 +19,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Sizes and flags of the kernel's frame structures (linux/can.h) that
-// x/sys/unix does not define.
-const (
-	canMTU   = 16 // sizeof(struct can_frame)
-	canfdMTU = 72 // sizeof(struct canfd_frame)
-	canfdBRS = 0x01
-	canfdESI = 0x02
-	canfdFDF = 0x04 // marks a CAN FD frame in canfd_frame.flags; kernels before 6.0 ignore it
-)
-
 // socketRcvBuf is the receive buffer asked of each socket: the kernel
 // doubles it for its bookkeeping and charges about 700 bytes per frame, so
 // it holds a few thousand frames, more than a Hub subscription's queue.
@@ -332,7 +322,7 @@ func (l *fdLink) recv() (Frame, error) {
 		if err != nil {
 			return Frame{}, err
 		}
-		if f, err := decodeSocketCAN(buf[:n]); err == nil {
+		if f, err := decodeSocketCAN(buf[:n], binary.NativeEndian); err == nil {
 			return f, nil
 		}
 		// Not a frame the kernel should ever hand out: skip it.
@@ -340,78 +330,9 @@ func (l *fdLink) recv() (Frame, error) {
 }
 
 func (l *fdLink) send(f *Frame) error {
-	_, err := l.f.Write(encodeSocketCAN(f, &l.buf))
+	_, err := l.f.Write(encodeSocketCAN(f, &l.buf, binary.NativeEndian))
 	return err
 }
 
 func (l *fdLink) setWriteDeadline(t time.Time) error { return l.f.SetWriteDeadline(t) }
 func (l *fdLink) close() error                       { return l.f.Close() }
-
-// decodeSocketCAN decodes a struct can_frame (16 bytes) or struct
-// canfd_frame (72 bytes) as read from a CAN_RAW socket. vcan passes on
-// whatever length a sender wrote, so an FD length between the valid ones
-// is rounded up to the next, as a controller would pad it on a real bus.
-func decodeSocketCAN(b []byte) (Frame, error) {
-	var f Frame
-	if len(b) != canMTU && len(b) != canfdMTU {
-		return f, fmt.Errorf("canbus: %d bytes from a CAN_RAW socket are neither a can_frame (16) nor a canfd_frame (72): %w", len(b), ErrMalformed)
-	}
-	id := binary.NativeEndian.Uint32(b[0:4])
-	n := b[4]
-	switch {
-	case id&unix.CAN_ERR_FLAG != 0:
-		f.Error, f.ID = true, id&unix.CAN_ERR_MASK
-	case id&unix.CAN_EFF_FLAG != 0:
-		f.Extended, f.ID = true, id&unix.CAN_EFF_MASK
-	default:
-		f.ID = id & unix.CAN_SFF_MASK
-	}
-	if len(b) == canfdMTU {
-		if f.Error || n > MaxFDLen {
-			return f, fmt.Errorf("canbus: canfd_frame with id %#x and length %d: %w", id, n, ErrMalformed)
-		}
-		f.FD, f.BRS, f.ESI = true, b[5]&canfdBRS != 0, b[5]&canfdESI != 0
-		f.Len = uint8(RoundFDLen(int(n)))
-		copy(f.Data[:f.Len], b[8:])
-		return f, f.Validate()
-	}
-	if n > MaxClassicLen {
-		return f, fmt.Errorf("canbus: can_frame with id %#x and length %d: %w", id, n, ErrMalformed)
-	}
-	f.Len = n
-	f.RTR = !f.Error && id&unix.CAN_RTR_FLAG != 0
-	if !f.RTR {
-		copy(f.Data[:n], b[8:])
-	}
-	return f, f.Validate()
-}
-
-// encodeSocketCAN lays f out as the kernel's struct can_frame or, for FD
-// frames, struct canfd_frame in buf and returns the bytes to write. f must
-// be valid and not an error frame.
-func encodeSocketCAN(f *Frame, buf *[canfdMTU]byte) []byte {
-	*buf = [canfdMTU]byte{}
-	id := f.ID
-	if f.Extended {
-		id |= unix.CAN_EFF_FLAG
-	}
-	if f.RTR {
-		id |= unix.CAN_RTR_FLAG
-	}
-	binary.NativeEndian.PutUint32(buf[0:4], id)
-	buf[4] = f.Len
-	if !f.FD {
-		copy(buf[8:canMTU], f.Payload())
-		return buf[:canMTU]
-	}
-	flags := byte(canfdFDF)
-	if f.BRS {
-		flags |= canfdBRS
-	}
-	if f.ESI {
-		flags |= canfdESI
-	}
-	buf[5] = flags
-	copy(buf[8:], f.Payload())
-	return buf[:canfdMTU]
-}

@@ -38,11 +38,11 @@ func TestSocketCANCodecRoundTrips(t *testing.T) {
 		t.Run(s, func(t *testing.T) {
 			want := mustParse(t, s)
 			var buf [canfdMTU]byte
-			b := encodeSocketCAN(&want, &buf)
+			b := encodeSocketCAN(&want, &buf, binary.NativeEndian)
 			if wantLen := map[bool]int{false: canMTU, true: canfdMTU}[want.FD]; len(b) != wantLen {
 				t.Fatalf("encoded %d bytes, want %d", len(b), wantLen)
 			}
-			got, err := decodeSocketCAN(b)
+			got, err := decodeSocketCAN(b, binary.NativeEndian)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -69,7 +69,7 @@ func TestSocketCANEncodingLayout(t *testing.T) {
 	for _, tt := range tests {
 		f := mustParse(t, tt.frame)
 		var buf [canfdMTU]byte
-		got := encodeSocketCAN(&f, &buf)
+		got := encodeSocketCAN(&f, &buf, binary.NativeEndian)
 		if !bytes.HasPrefix(got, tt.want) {
 			t.Errorf("%s: encoded % X, want prefix % X", tt.frame, got, tt.want)
 		}
@@ -105,7 +105,7 @@ func TestDecodeSocketCAN(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := decodeSocketCAN(tt.in)
+			got, err := decodeSocketCAN(tt.in, binary.NativeEndian)
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("got %v, %v; want error %v", got, err, tt.wantErr)
@@ -121,7 +121,7 @@ func TestDecodeSocketCAN(t *testing.T) {
 		})
 	}
 	t.Run("error frame", func(t *testing.T) {
-		got, err := decodeSocketCAN(raw(canMTU, unix.CAN_ERR_FLAG|0x04, 8, 0, 0, 0x10))
+		got, err := decodeSocketCAN(raw(canMTU, unix.CAN_ERR_FLAG|0x04, 8, 0, 0, 0x10), binary.NativeEndian)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -138,11 +138,11 @@ func FuzzDecodeSocketCAN(f *testing.F) {
 	var buf [canfdMTU]byte
 	for _, s := range []string{"123#DEADBEEF", "12345678#R2", "123##1" + strings.Repeat("AA", 64)} {
 		fr := mustParse(f, s)
-		f.Add(bytes.Clone(encodeSocketCAN(&fr, &buf)))
+		f.Add(bytes.Clone(encodeSocketCAN(&fr, &buf, binary.NativeEndian)))
 	}
 	f.Add(make([]byte, canMTU))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		fr, err := decodeSocketCAN(b)
+		fr, err := decodeSocketCAN(b, binary.NativeEndian)
 		if err != nil {
 			return
 		}
@@ -153,7 +153,7 @@ func FuzzDecodeSocketCAN(f *testing.F) {
 			return
 		}
 		var buf [canfdMTU]byte
-		again, err := decodeSocketCAN(encodeSocketCAN(&fr, &buf))
+		again, err := decodeSocketCAN(encodeSocketCAN(&fr, &buf, binary.NativeEndian), binary.NativeEndian)
 		if err != nil || again != fr {
 			t.Fatalf("re-encoding %v gave %v, %v", fr, again, err)
 		}

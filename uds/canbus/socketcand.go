@@ -553,7 +553,7 @@ func appendReceived(dst []byte, f *Frame, t time.Time) []byte {
 	for _, c := range f.Payload() {
 		dst = append(dst, hexDigitsUpper[c>>4], hexDigitsUpper[c&0xF])
 	}
-	if flags := fdFlags(f); f.FD && flags != 0 {
+	if flags := int(f.fdFlags()); f.FD && flags != 0 {
 		dst = append(dst, ' ', hexDigitsUpper[flags])
 	}
 	return append(dst, " >"...)
@@ -577,22 +577,10 @@ func appendSend(dst []byte, f *Frame) []byte {
 			dst = append(dst, ' ', hexDigitsLower[c>>4], hexDigitsLower[c&0xF])
 		}
 	}
-	if flags := fdFlags(f); f.FD && flags != 0 {
+	if flags := int(f.fdFlags()); f.FD && flags != 0 {
 		dst = append(dst, ' ', hexDigitsUpper[flags])
 	}
 	return append(dst, " >"...)
-}
-
-// fdFlags returns candump's FD flags digit: 1 BRS, 2 ESI.
-func fdFlags(f *Frame) int {
-	flags := 0
-	if f.BRS {
-		flags |= 1
-	}
-	if f.ESI {
-		flags |= 2
-	}
-	return flags
 }
 
 // socketcandBus is a client attachment to a bus of a socketcand server.

@@ -86,33 +86,38 @@ func benchThroughput(b *testing.B, bc busCase, size int) {
 // name, adds the wall time from Send to Recv's return to wall, and returns
 // the bus's counters for the transfer.
 func transferOnce(b *testing.B, name string, bc busCase, msg []byte, wall *time.Duration) canbus.MemStats {
-	txBus, err := canbus.Open("mem://"+name, bc.bus)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer txBus.Close()
-	rxBus, err := canbus.Open("mem://"+name, bc.bus)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer rxBus.Close()
-	tester, err := Dial(txBus, Address{TxID: 0x7E0, RxID: 0x7E8}, bc.opts)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer tester.Close()
-	ecu, err := Dial(rxBus, Address{TxID: 0x7E8, RxID: 0x7E0}, bc.opts)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ecu.Close()
-
-	ctx := context.Background()
+	tester, ecu := benchPair(b, name, bc.bus, bc.opts)
 	start := time.Now()
+	carry(b, tester, ecu, msg)
+	*wall += time.Since(start)
+	st, _ := canbus.MemBusStats(name)
+	return st
+}
+
+// benchPair opens two attachments to the mem bus called name, a tester's
+// and an ECU's, with a Conn on each; b's cleanup closes them.
+func benchPair(b *testing.B, name string, cfg canbus.Config, opts Options) (tester, ecu *Conn) {
+	conn := func(tx, rx uint32) *Conn {
+		bus, err := canbus.Open("mem://"+name, cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c, err := Dial(bus, Address{TxID: tx, RxID: rx}, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close(); bus.Close() })
+		return c
+	}
+	return conn(0x7E0, 0x7E8), conn(0x7E8, 0x7E0)
+}
+
+// carry sends msg from tester to ecu and checks that it arrives whole.
+func carry(b *testing.B, tester, ecu *Conn, msg []byte) {
+	ctx := context.Background()
 	sent := make(chan error, 1)
 	go func() { sent <- tester.Send(ctx, msg) }()
 	got, err := ecu.Recv(ctx)
-	*wall += time.Since(start)
 	if err != nil {
 		b.Fatalf("Recv: %v", err)
 	}
@@ -122,8 +127,6 @@ func transferOnce(b *testing.B, name string, bc busCase, msg []byte, wall *time.
 	if len(got) != len(msg) {
 		b.Fatalf("received %d bytes, want %d", len(got), len(msg))
 	}
-	st, _ := canbus.MemBusStats(name)
-	return st
 }
 
 // cpuTime is the user and system CPU time this process has used.
@@ -144,40 +147,13 @@ func BenchmarkUntimed(b *testing.B) {
 			cfg.Bitrate, cfg.DataBitrate = 0, 0
 			cfg.QueueLen = 1 << 16 // an untimed bus outruns a reader: hold a whole message
 			name := "bench-untimed-" + bc.name
-			txBus, err := canbus.Open("mem://"+name, cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer txBus.Close()
-			rxBus, err := canbus.Open("mem://"+name, cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer rxBus.Close()
-			tester, err := Dial(txBus, Address{TxID: 0x7E0, RxID: 0x7E8}, bc.opts)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer tester.Close()
-			ecu, err := Dial(rxBus, Address{TxID: 0x7E8, RxID: 0x7E0}, bc.opts)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ecu.Close()
+			tester, ecu := benchPair(b, name, cfg, bc.opts)
 			msg := make([]byte, 64<<10)
-			ctx := context.Background()
 			var frames uint64
 			b.SetBytes(int64(len(msg)))
 			for b.Loop() {
 				before, _ := canbus.MemBusStats(name)
-				sent := make(chan error, 1)
-				go func() { sent <- tester.Send(ctx, msg) }()
-				if _, err := ecu.Recv(ctx); err != nil {
-					b.Fatalf("Recv: %v", err)
-				}
-				if err := <-sent; err != nil {
-					b.Fatalf("Send: %v", err)
-				}
+				carry(b, tester, ecu, msg)
 				after, _ := canbus.MemBusStats(name)
 				frames += after.Frames - before.Frames
 			}
