@@ -371,3 +371,16 @@ func DetoolsMessage(err error) string {
 	}
 	return ""
 }
+
+// MemorySizeError is an in-place patch for a larger memory than the one
+// given.
+type MemorySizeError struct{ Need, Got int64 }
+
+func (e *MemorySizeError) Error() string {
+	return fmt.Sprintf("delta: in-place patch needs a %d-byte memory, got %d bytes: is it for this ECU?", e.Need, e.Got)
+}
+
+// Detools returns detools' message for the fault.
+func (e *MemorySizeError) Detools() string {
+	return fmt.Sprintf("Expected memory size of at least %d bytes, but got %d.", e.Need, e.Got)
+}
