@@ -225,9 +225,17 @@ func (s *stream) size() (int64, error) {
 	return n, streamError(err)
 }
 
+// read fills p. Unlike io.ReadFull it keeps a clean end of the stream
+// (io.EOF, early end) apart from a cut-off one (io.ErrUnexpectedEOF).
 func (s *stream) read(p []byte) error {
-	_, err := io.ReadFull(s.r, p)
-	return streamError(err)
+	for len(p) > 0 {
+		n, err := s.r.Read(p)
+		p = p[n:]
+		if err != nil && len(p) > 0 {
+			return streamError(err)
+		}
+	}
+	return nil
 }
 
 // ReadByte makes stream an io.ByteReader for ReadSize. Inside the patch
