@@ -54,7 +54,7 @@ func (e *TimeoutError) Error() string {
 	}
 	s := fmt.Sprintf("uds: %v: %s", e.Service, why)
 	if e.Pending > 0 {
-		s += fmt.Sprintf("; the ECU had answered %v %d times and was still busy", ResponsePending, e.Pending)
+		s += fmt.Sprintf("; the ECU had answered %s %d times and was still busy", ResponsePending.String(), e.Pending)
 	} else {
 		s += "; check the bus, the addressing and that the ECU is powered"
 	}

@@ -168,7 +168,7 @@ type NegativeResponse struct {
 }
 
 func (e *NegativeResponse) Error() string {
-	return fmt.Sprintf("uds: %v refused: %v", e.Service, e.Code)
+	return fmt.Sprintf("uds: %v refused: %s", e.Service, e.Code.String())
 }
 
 // Is reports whether target is the NRC e carries.
