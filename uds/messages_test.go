@@ -23,7 +23,9 @@ type exchange struct {
 
 var exchanges = []exchange{
 	{name: "DiagnosticSessionControl extended", req: "10 03", resp: "50 03 0032 01F4",
-		call: func(ctx context.Context, c *Client) (any, error) { return c.DiagnosticSessionControl(ctx, ExtendedSession) },
+		call: func(ctx context.Context, c *Client) (any, error) {
+			return c.DiagnosticSessionControl(ctx, ExtendedSession)
+		},
 		want: Timing{P2: 50 * time.Millisecond, P2Star: 5 * time.Second}},
 	{name: "ECUReset hard", req: "11 01", resp: "51 01",
 		call: func(ctx context.Context, c *Client) (any, error) { return c.ECUReset(ctx, HardReset) },
@@ -74,7 +76,9 @@ var exchanges = []exchange{
 	{name: "TesterPresent", req: "3E 00", resp: "7E 00",
 		call: func(ctx context.Context, c *Client) (any, error) { return nil, c.TesterPresent(ctx, 0) }},
 	{name: "ControlDTCSetting off", session: ExtendedSession, req: "85 02", resp: "C5 02",
-		call: func(ctx context.Context, c *Client) (any, error) { return nil, c.ControlDTCSetting(ctx, DTCSettingOff, nil) }},
+		call: func(ctx context.Context, c *Client) (any, error) {
+			return nil, c.ControlDTCSetting(ctx, DTCSettingOff, nil)
+		}},
 }
 
 func hexOf(s string) string {

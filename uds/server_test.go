@@ -76,12 +76,12 @@ func TestServerNRCOrder(t *testing.T) {
 // addressed request never gets, and that the others are still sent.
 func TestServerSilentOnFunctional(t *testing.T) {
 	tests := []struct{ req, want string }{
-		{"AA", ""},           // 0x11
-		{"28 03 01", ""},     // 0x7F
-		{"10 07", ""},        // 0x12
-		{"27 01", ""},        // 0x7E
-		{"22 1234", ""},      // 0x31
-		{"3E 80", ""},        // suppressed
+		{"AA", ""},       // 0x11
+		{"28 03 01", ""}, // 0x7F
+		{"10 07", ""},    // 0x12
+		{"27 01", ""},    // 0x7E
+		{"22 1234", ""},  // 0x31
+		{"3E 80", ""},    // suppressed
 		{"10 03 00", "7F 10 13"},
 		{"3E 00", "7E 00"},
 	}
