@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -28,6 +29,7 @@ func h(s string) []byte {
 // recorded, and each Recv returns the next scripted response, or blocks
 // until ctx ends when there is none.
 type script struct {
+	eof   bool // Recv returns io.EOF once the script is played
 	mu    sync.Mutex
 	sent  [][]byte
 	resps chan []byte
@@ -49,6 +51,14 @@ func (s *script) Send(_ context.Context, msg []byte) error {
 }
 
 func (s *script) Recv(ctx context.Context) ([]byte, error) {
+	select {
+	case r := <-s.resps:
+		return r, nil
+	default:
+		if s.eof {
+			return nil, io.EOF
+		}
+	}
 	select {
 	case r := <-s.resps:
 		return r, nil
@@ -108,9 +118,14 @@ func (r *rig) dial(addr isotp.Address) *isotp.Conn {
 	return c
 }
 
+// isotpAddr is the tester's physical address of ECU i.
+func isotpAddr(i int) isotp.Address {
+	return isotp.Address{TxID: 0x7E0 + uint32(i), RxID: 0x7E8 + uint32(i)}
+}
+
 // tester returns the physical transport to ECU i and the functional one.
 func (r *rig) tester(i int) (phys, fun *isotp.Conn) {
-	phys = r.dial(isotp.Address{TxID: 0x7E0 + uint32(i), RxID: 0x7E8 + uint32(i)})
+	phys = r.dial(isotpAddr(i))
 	fun = r.dial(isotp.Address{TxID: 0x7DF, RxID: 0x7E8 + uint32(i), Functional: true})
 	return phys, fun
 }
