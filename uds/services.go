@@ -320,3 +320,30 @@ func (c *Client) ControlDTCSetting(ctx context.Context, setting byte, option []b
 	_, err := c.do(ctx, req, echoes(req, 2, 2))
 	return err
 }
+
+// Download writes data to the ECU: RequestDownload for r (r.Size is set
+// to len(data)), TransferData in blocks of the largest size the ECU takes
+// with the counter from 1 and wrapping, and RequestTransferExit, whose
+// transferResponseParameterRecord it returns. progress, when set, is
+// called after each block with the bytes sent so far. Run KeepAlive
+// alongside when the caller may pause between requests.
+func (c *Client) Download(ctx context.Context, r DownloadRequest, data []byte, progress func(sent int)) ([]byte, error) {
+	r.Size = uint64(len(data))
+	maxBlock, err := c.RequestDownload(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	n := int(min(maxBlock-2, uint64(len(data))))
+	counter := byte(1)
+	for off := 0; off < len(data); off += n {
+		end := min(off+n, len(data))
+		if _, err := c.TransferData(ctx, counter, data[off:end]); err != nil {
+			return nil, fmt.Errorf("uds: block %d of the download (bytes %d to %d): %w", counter, off, end, err)
+		}
+		counter++
+		if progress != nil {
+			progress(end)
+		}
+	}
+	return c.RequestTransferExit(ctx, nil)
+}
