@@ -169,6 +169,8 @@ type Server struct {
 
 // NewServer returns a server in the default session with
 // DiagnosticSessionControl, SecurityAccess and TesterPresent registered.
+// It panics on a security level that is even, above 0x7D or without a
+// Key, a programming error.
 func NewServer(cfg ServerConfig) *Server {
 	if cfg.Timing.P2 <= 0 {
 		cfg.Timing.P2 = DefaultP2
@@ -389,8 +391,8 @@ func (s *Server) registerBuiltins() {
 	if len(s.cfg.Security) > 0 {
 		levels := map[byte]SubFunction{}
 		for l, lv := range s.cfg.Security {
-			if l%2 == 0 || l > 0x7D {
-				panic(fmt.Sprintf("uds: security level 0x%02X is not an odd requestSeed value up to 0x7D", l))
+			if l%2 == 0 || l > 0x7D || lv.Key == nil {
+				panic(fmt.Sprintf("uds: security level 0x%02X must be an odd requestSeed value up to 0x7D with a Key function", l))
 			}
 			sessions := lv.Sessions
 			if sessions == nil {
@@ -456,9 +458,13 @@ func (s *Server) requestSeed(_ context.Context, r *Request) ([]byte, error) {
 		return make([]byte, n), nil // unlocked already: a zero seed
 	}
 	seed := make([]byte, n)
-	for allZero(seed) {
+	// A zero seed means "unlocked"; draw again, a few times at most.
+	for try := 0; allZero(seed); try++ {
+		if try == 8 {
+			return nil, errors.New("making a seed: ServerConfig.Rand gives only zeros")
+		}
 		if _, err := io.ReadFull(s.cfg.Rand, seed); err != nil {
-			return nil, fmt.Errorf("making a seed: %w", err)
+			return nil, fmt.Errorf("making a seed: %w; check ServerConfig.Rand", err)
 		}
 	}
 	s.seedLevel, s.seed = level, seed
