@@ -266,10 +266,11 @@ func TestClientRejectsMismatchedResponses(t *testing.T) {
 		{"wrong SID", "62 F190 00", func(c *Client) error { return c.TesterPresent(ctx, 0) }},
 		{"negative response for another service", "7F 22 31", func(c *Client) error { return c.TesterPresent(ctx, 0) }},
 		{"wrong DID", "62 F18C 00", func(c *Client) error { _, err := c.ReadDataByIdentifier(ctx, DIDVIN); return err }},
-		{"DIDs swapped", "62 F189 00 F190 " + hexOf("W0L000043MB541326"), func(c *Client) error {
+		{"DID repeated", "62 F190 " + hexOf("W0L000043MB541326") + " F190 00", func(c *Client) error {
 			_, err := c.ReadDataByIdentifier(ctx, DIDVIN, DIDECUSoftwareVersionNumber)
 			return err
 		}},
+		{"no record", "62", func(c *Client) error { _, err := c.ReadDataByIdentifier(ctx, DIDVIN); return err }},
 		{"VIN too short", "62 F190 00", func(c *Client) error { _, err := c.ReadDataByIdentifier(ctx, DIDVIN); return err }},
 		{"wrong session echoed", "50 02 0032 01F4", func(c *Client) error {
 			_, err := c.DiagnosticSessionControl(ctx, ExtendedSession)
@@ -341,6 +342,18 @@ func TestClientReadSeveralDIDsNeedsLengths(t *testing.T) {
 	if err != nil || len(recs) != 2 || !bytes.Equal(recs[0].Data, h("010203")) || !bytes.Equal(recs[1].Data, h("0A")) {
 		t.Fatalf("recs %v, %v", recs, err)
 	}
+}
+
+// TestClientReadDIDsSkipsUnsupported defends reading a response that
+// leaves out a DID the ECU does not support, over the real server.
+func TestClientReadDIDsSkipsUnsupported(t *testing.T) {
+	s, _ := newTestServer(nil)
+	onBus(t, s, ClientOptions{DIDLengths: map[uint16]int{0x1234: 2}}, nil, func(t *testing.T, c *Client) {
+		recs, err := c.ReadDataByIdentifier(context.Background(), DIDVIN, 0x1234, DIDECUSoftwareVersionNumber)
+		if err != nil || len(recs) != 2 || recs[0].DID != DIDVIN || string(recs[1].Data) != "1.2.3" {
+			t.Fatalf("recs %v, %v", recs, err)
+		}
+	})
 }
 
 // TestClientS3AndKeepAlive defends the S3 timeout as the client sees it:

@@ -126,7 +126,8 @@ func isotpAddr(i int) isotp.Address {
 // tester returns the physical transport to ECU i and the functional one.
 func (r *rig) tester(i int) (phys, fun *isotp.Conn) {
 	phys = r.dial(isotpAddr(i))
-	fun = r.dial(isotp.Address{TxID: 0x7DF, RxID: 0x7E8 + uint32(i), Functional: true})
+	// The functional Conn is only sent on; it receives on an unused identifier.
+	fun = r.dial(isotp.Address{TxID: 0x7DF, RxID: 0x7D0 + uint32(i), Functional: true})
 	return phys, fun
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // The client's service methods. Each builds its request, checks that the
@@ -112,7 +113,9 @@ func (c *Client) didLength(did uint16) (int, bool) {
 }
 
 // ReadDataByIdentifier reads one or more DIDs in one request and returns
-// their records in the order asked. The ECU's response concatenates
+// their records in the order asked; an ECU leaves out the DIDs it does not
+// support (and refuses the request with requestOutOfRange when it
+// supports none of them). The ECU's response concatenates
 // DID-value pairs with no lengths, so to read several at once the client
 // must know the length of every DID but the last (ClientOptions.DIDLengths
 // or StandardDIDLengths); with one DID, the rest of the response is its
@@ -142,28 +145,36 @@ func (c *Client) ReadDataByIdentifier(ctx context.Context, dids ...uint16) ([]Da
 	return recs, nil
 }
 
-// splitDataRecords cuts the records of dids out of b.
+// splitDataRecords cuts the records out of b. The ECU leaves out the DIDs
+// it does not support and keeps the order of the others, so each record
+// must be one of the DIDs asked for after the previous record's.
 func (c *Client) splitDataRecords(b []byte, dids []uint16) ([]DataRecord, string) {
-	recs := make([]DataRecord, 0, len(dids))
-	for i, did := range dids {
+	var recs []DataRecord
+	for len(b) > 0 {
 		if len(b) < 2 {
-			return nil, fmt.Sprintf("ends before DID 0x%04X", did)
+			return nil, "a record ends inside its DID"
 		}
-		if got := binary.BigEndian.Uint16(b); got != did {
-			return nil, fmt.Sprintf("DID 0x%04X where 0x%04X was asked for", got, did)
+		got := binary.BigEndian.Uint16(b)
+		i := slices.Index(dids, got)
+		if i < 0 {
+			return nil, fmt.Sprintf("DID 0x%04X was not asked for, or not at this place", got)
 		}
+		dids = dids[i+1:]
 		b = b[2:]
-		n := len(b)
-		if i < len(dids)-1 {
-			n, _ = c.didLength(did)
-		} else if l, ok := c.didLength(did); ok && l != n {
-			return nil, fmt.Sprintf("DID 0x%04X has %d bytes, %d expected", did, n, l)
+		n, known := c.didLength(got)
+		switch {
+		case !known:
+			n = len(b) // only the last DID asked for may have an unknown length
+		case n > len(b):
+			return nil, fmt.Sprintf("DID 0x%04X has %d bytes, %d expected", got, len(b), n)
+		case len(dids) == 0 && n != len(b):
+			return nil, fmt.Sprintf("DID 0x%04X has %d bytes, %d expected", got, len(b), n)
 		}
-		if n > len(b) {
-			return nil, fmt.Sprintf("DID 0x%04X has %d bytes, %d expected", did, len(b), n)
-		}
-		recs = append(recs, DataRecord{DID: did, Data: b[:n:n]})
+		recs = append(recs, DataRecord{DID: got, Data: b[:n:n]})
 		b = b[n:]
+	}
+	if len(recs) == 0 {
+		return nil, "no data record"
 	}
 	return recs, ""
 }
