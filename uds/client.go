@@ -219,6 +219,8 @@ func (c *Client) await(ctx context.Context, req []byte, quiet bool, check func([
 		cancel()
 		if err != nil {
 			switch {
+			case errors.Is(ctx.Err(), context.Canceled):
+				return nil, fmt.Errorf("uds: %v: waiting for the response: %w", sid, context.Cause(ctx))
 			case ctx.Err() != nil:
 				return nil, &TimeoutError{Service: sid, Waited: time.Since(start), Pending: pending, Deadline: true, Err: context.Cause(ctx)}
 			case rctx.Err() != nil:

@@ -418,3 +418,18 @@ func TestClientFunctionalTwoECUs(t *testing.T) {
 		}
 	})
 }
+
+// TestClientCancelIsNoTimeout defends that a cancelled request says so
+// rather than blaming a deadline.
+func TestClientCancelIsNoTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := NewClient(newScript(h("7F 31 78")), ClientOptions{})
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(time.Second, cancel)
+		_, err := c.RoutineControl(ctx, StartRoutine, 1, nil)
+		var te *TimeoutError
+		if !errors.Is(err, context.Canceled) || errors.As(err, &te) {
+			t.Errorf("err = %v", err)
+		}
+	})
+}
