@@ -41,6 +41,7 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "console", "log format: console or json")
 	root.AddCommand(newBusCmd(g))
 	root.AddCommand(newDeltaCmd(g))
+	root.AddCommand(newUDSCmd(g))
 	return root
 }
 
