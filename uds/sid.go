@@ -97,6 +97,7 @@ const (
 	SafetySystemDiagnosticSession Session = 0x04
 )
 
+// String returns the session's name: "default", "programming", ...
 func (s Session) String() string {
 	switch s {
 	case DefaultSession:
