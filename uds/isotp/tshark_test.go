@@ -3,13 +3,13 @@ package isotp
 import (
 	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"testing/synctest"
 
+	"github.com/ecu-kubelet/ecu-kubelet/internal/tshark"
 	"github.com/ecu-kubelet/ecu-kubelet/uds/canbus"
 )
 
@@ -19,7 +19,7 @@ import (
 // segmented message must reassemble to its full length. (The vcan tests do
 // the same for captures made by the socketcan transport.)
 func TestTsharkDecodesISOTP(t *testing.T) {
-	tshark := tsharkPath(t)
+	tshark.Path(t)
 	sizes := []int{1, 6, 7, 8, 62, 63, 64, 4095, 4096, 5000}
 	for _, tc := range []struct {
 		name      string
@@ -51,7 +51,7 @@ func TestTsharkDecodesISOTP(t *testing.T) {
 			})
 			path := filepath.Join(t.TempDir(), tc.name+".pcap")
 			writePcap(t, path, stamped)
-			checkTshark(t, tshark, path, len(stamped), 2*len(sizes), tc.segmented)
+			checkTshark(t, path, len(stamped), 2*len(sizes), tc.segmented)
 		})
 	}
 }
@@ -76,45 +76,20 @@ func writePcap(t *testing.T, path string, frames []stamped) {
 	}
 }
 
-// tsharkPath returns tshark's path, or skips t saying what to install.
-func tsharkPath(t *testing.T) string {
-	t.Helper()
-	tshark, err := exec.LookPath("tshark")
-	if err != nil {
-		t.Skip("SKIP: tshark is not installed (apt-get install tshark); ISO-TP captures are not checked against Wireshark")
-	}
-	return tshark
-}
-
 // checkTshark decodes path as ISO 15765 and checks that it holds frames
 // packets (any number if frames < 0), each a well-formed ISO-TP frame, that
 // messages of them are single or first frames, and that tshark reassembles
 // segmented messages.
-func checkTshark(t *testing.T, tshark, path string, frames, messages, segmented int) {
+func checkTshark(t *testing.T, path string, frames, messages, segmented int) {
 	t.Helper()
-	fields := []string{"frame.number", "iso15765.message_type", "iso15765.frame_length",
-		"iso15765.reassembled.length", "_ws.malformed", "_ws.expert"}
-	args := []string{"-r", path, "-d", "can.subdissector,iso15765",
-		"-T", "fields", "-E", "separator=|", "-E", "occurrence=f"}
-	for _, f := range fields {
-		args = append(args, "-e", f)
-	}
-	out, err := exec.Command(tshark, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("tshark %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	var lines []string
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if strings.Contains(l, "|") { // skip tshark's notes on stderr
-			lines = append(lines, l)
-		}
-	}
-	if frames >= 0 && len(lines) != frames || len(lines) == 0 {
-		t.Fatalf("tshark decoded %d packets, want %d", len(lines), frames)
+	rows := tshark.Fields(t, path, tshark.ISOTP, "frame.number", "iso15765.message_type",
+		"iso15765.frame_length", "iso15765.reassembled.length", "_ws.malformed", "_ws.expert")
+	if frames >= 0 && len(rows) != frames || len(rows) == 0 {
+		t.Fatalf("tshark decoded %d packets, want %d", len(rows), frames)
 	}
 	starts := 0
-	for _, l := range lines {
-		v := strings.Split(l, "|")
+	for _, v := range rows {
+		l := strings.Join(v, "|")
 		if v[4] != "" || v[5] != "" {
 			t.Errorf("packet %s: tshark marks malformed %q expert %q: %s", v[0], v[4], v[5], l)
 		}
@@ -137,8 +112,8 @@ func checkTshark(t *testing.T, tshark, path string, frames, messages, segmented 
 		t.Errorf("tshark found %d single or first frames, want %d messages", starts, messages)
 	}
 	reassembled := 0
-	for _, l := range lines {
-		if n, err := strconv.Atoi(strings.Split(l, "|")[3]); err == nil && n > 0 {
+	for _, v := range rows {
+		if n, err := strconv.Atoi(v[3]); err == nil && n > 0 {
 			reassembled++
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ecu-kubelet/ecu-kubelet/internal/tshark"
 	"github.com/ecu-kubelet/ecu-kubelet/sim/vcanvm"
 	"github.com/ecu-kubelet/ecu-kubelet/uds/canbus"
 	"github.com/ecu-kubelet/ecu-kubelet/uds/isotp"
@@ -538,7 +539,7 @@ func checkCaptures(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	tshark := isotp.TsharkPath(t)
+	tshark.Path(t)
 	files := vcanvm.Files(t)
 	for _, c := range []struct {
 		name    string
@@ -560,7 +561,7 @@ func checkCaptures(t *testing.T) {
 			}
 		}
 		t.Run("Tshark"+strings.TrimSuffix(c.name, ".pcap"), func(t *testing.T) {
-			isotp.CheckTshark(t, tshark, path, -1, 2*len(captureSizes), segmented)
+			isotp.CheckTshark(t, path, -1, 2*len(captureSizes), segmented)
 		})
 	}
 }
