@@ -169,15 +169,15 @@ func TestHeatshrinkParams(t *testing.T) {
 	}
 }
 
-// bitWriter writes a heatshrink bit stream, most significant bit first.
-type bitWriter struct {
+// testBitWriter writes a heatshrink bit stream, most significant bit first.
+type testBitWriter struct {
 	out  []byte
 	n    uint
 	cur  byte
 	used uint
 }
 
-func (w *bitWriter) put(v int, bits uint) {
+func (w *testBitWriter) put(v int, bits uint) {
 	for i := int(bits) - 1; i >= 0; i-- {
 		w.cur = w.cur<<1 | byte(v>>i&1)
 		if w.used++; w.used == 8 {
@@ -187,7 +187,7 @@ func (w *bitWriter) put(v int, bits uint) {
 	}
 }
 
-func (w *bitWriter) bytes() []byte {
+func (w *testBitWriter) bytes() []byte {
 	if w.used > 0 {
 		return append(w.out, w.cur<<(8-w.used))
 	}
@@ -196,7 +196,7 @@ func (w *bitWriter) bytes() []byte {
 
 func TestHeatshrinkDecode(t *testing.T) {
 	p := HeatshrinkParams{WindowBits: 8, LookaheadBits: 4}
-	var w bitWriter
+	var w testBitWriter
 	w.put(1, 1)
 	w.put('a', 8)
 	w.put(1, 1)
@@ -497,7 +497,7 @@ func BenchmarkApply(b *testing.B) {
 func heatshrinkZerosPatch(size int64) []byte {
 	p := DefaultHeatshrinkParams
 	pb, _ := p.Byte()
-	var w bitWriter
+	var w testBitWriter
 	literals := func(b []byte) {
 		for _, c := range b {
 			w.put(1, 1)
