@@ -1,6 +1,7 @@
 package uds
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -9,7 +10,6 @@ import (
 	"sync"
 	"testing"
 	"testing/synctest"
-	"time"
 
 	"github.com/ecu-kubelet/ecu-kubelet/internal/tshark"
 	"github.com/ecu-kubelet/ecu-kubelet/uds/canbus"
@@ -21,13 +21,10 @@ import (
 // no malformed or expert marks.
 func TestTsharkOracle(t *testing.T) {
 	tshark.Path(t)
-	type stamped struct {
-		f  canbus.Frame
-		at time.Time
-	}
 	var (
+		pcap       bytes.Buffer
+		recorded   = make(chan error, 1)
 		mu         sync.Mutex
-		frames     []stamped
 		transcript [][]byte // what the client sent and received, in order
 	)
 	synctest.Test(t, func(t *testing.T) {
@@ -39,14 +36,12 @@ func TestTsharkOracle(t *testing.T) {
 			t.Fatal(err)
 		}
 		r.buses = append(r.buses, tap)
+		w, err := canbus.NewPcapWriter(&pcap)
+		if err != nil {
+			t.Fatal(err)
+		}
 		sub := tap.Subscribe()
-		go func() {
-			for f := range sub.Frames() {
-				mu.Lock()
-				frames = append(frames, stamped{f, time.Now()})
-				mu.Unlock()
-			}
-		}()
+		go func() { recorded <- canbus.Record(context.Background(), sub, w) }()
 		phys, fun := r.tester(0)
 		r.ecu(0, s, nil)
 		c := NewClient(phys, ClientOptions{Functional: fun, Trace: func(sent bool, msg []byte) {
@@ -90,24 +85,13 @@ func TestTsharkOracle(t *testing.T) {
 		synctest.Wait()
 	})
 
+	if err := <-recorded; err != nil { // the bus closed with the bubble's cleanup
+		t.Fatal(err)
+	}
 	path := filepath.Join(t.TempDir(), "session.pcap")
-	file, err := os.Create(path)
-	if err != nil {
+	if err := os.WriteFile(path, pcap.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	w, err := canbus.NewPcapWriter(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range frames {
-		if err := w.WriteFrame(s.at, s.f); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := file.Close(); err != nil {
-		t.Fatal(err)
-	}
-
 	rows := tshark.Fields(t, path, tshark.UDS, "frame.number", "uds.sid", "uds.reply", "uds.err.sid", "uds.err.code", "_ws.malformed", "_ws.expert")
 	var decoded []string
 	for _, v := range rows {
