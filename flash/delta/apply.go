@@ -2,7 +2,6 @@ package delta
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 )
@@ -59,7 +58,7 @@ func Apply(old io.ReaderAt, patch io.Reader, w io.Writer, opts *Options) (int64,
 		// detools writes nothing after the header of an empty image.
 		return 0, nil
 	}
-	s, err := openStream(h.Compression, pr, opts.maxMemory())
+	s, err := openStream(h, pr, opts.maxMemory())
 	if err != nil {
 		return 0, err
 	}
@@ -208,12 +207,12 @@ type stream struct {
 	r   *bufio.Reader
 }
 
-func openStream(c Compression, pr *bufio.Reader, maxMemory int64) (*stream, error) {
-	dec, err := newDecompressor(c, pr, maxMemory)
+func openStream(h Header, pr *bufio.Reader, maxMemory int64) (*stream, error) {
+	dec, err := newDecompressor(h.Compression, pr, maxMemory, h.ToSize)
 	if err != nil {
 		return nil, streamError(err)
 	}
-	if c == CompressionNone {
+	if h.Compression == CompressionNone {
 		// The patch reader is buffered already.
 		return &stream{dec: dec, r: pr}, nil
 	}
@@ -266,15 +265,15 @@ func (s *stream) end() error {
 // streamError gives a decompressor's error detools' meaning: the stream
 // ended properly too early, it was cut off, or it is corrupt.
 func streamError(err error) error {
-	var d interface{ Detools() string }
-	switch {
-	case err == nil:
+	switch err {
+	case nil:
 		return nil
-	case err == io.EOF:
+	case io.EOF:
 		return ErrEarlyEnd
-	case err == io.ErrUnexpectedEOF:
+	case io.ErrUnexpectedEOF:
 		return ErrOutOfData
-	case errors.As(err, &d):
+	}
+	if DetoolsMessage(err) != "" {
 		return err
 	}
 	return fmt.Errorf("%w: %v", ErrDecompression, err)
@@ -313,7 +312,7 @@ func ApplyInPlace(mem Memory, memSize int64, patch io.Reader, opts *Options) (in
 		return 0, fmt.Errorf("%w: in-place header: segment %d, shift %d, new image %d bytes in a %d-byte memory",
 			ErrCorrupt, h.SegmentSize, h.ShiftSize, h.ToSize, h.MemorySize)
 	}
-	s, err := openStream(h.Compression, pr, opts.maxMemory())
+	s, err := openStream(h, pr, opts.maxMemory())
 	if err != nil {
 		return 0, err
 	}

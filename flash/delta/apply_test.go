@@ -172,7 +172,6 @@ func TestHeatshrinkParams(t *testing.T) {
 // testBitWriter writes a heatshrink bit stream, most significant bit first.
 type testBitWriter struct {
 	out  []byte
-	n    uint
 	cur  byte
 	used uint
 }

@@ -31,8 +31,9 @@ const lzmaHeaderLen = 13
 
 // newDecompressor returns the decompressor for compression c reading the
 // compressed stream from r. maxMemory bounds the window or dictionary it may
-// allocate.
-func newDecompressor(c Compression, r *bufio.Reader, maxMemory int64) (decompressor, error) {
+// allocate; toSize is the new image's size, which bounds how far back an
+// LZMA match in a sane patch can reach.
+func newDecompressor(c Compression, r *bufio.Reader, maxMemory, toSize int64) (decompressor, error) {
 	switch c {
 	case CompressionNone:
 		return nopCloser{r}, nil
@@ -41,7 +42,7 @@ func newDecompressor(c Compression, r *bufio.Reader, maxMemory int64) (decompres
 	case CompressionHeatshrink:
 		return newHeatshrinkReader(r, maxMemory)
 	case CompressionLZMA:
-		return newLZMAReader(r, maxMemory)
+		return newLZMAReader(r, maxMemory, toSize)
 	case CompressionZstd:
 		return newZstdReader(r, maxMemory)
 	case CompressionLZ4:
@@ -59,26 +60,30 @@ func (nopCloser) Close() {}
 // lzmaReader turns the library's errors into the decompressor contract.
 type lzmaReader struct {
 	r      io.Reader
-	capped bool // the dictionary was limited below the header's size
+	capped bool // the dictionary was limited by the memory limit
 	need   int64
 	limit  int64
 }
 
-func newLZMAReader(r *bufio.Reader, maxMemory int64) (decompressor, error) {
+func newLZMAReader(r *bufio.Reader, maxMemory, toSize int64) (decompressor, error) {
 	hdr, err := r.Peek(lzmaHeaderLen)
 	if err != nil {
 		return nil, noHeader(err)
 	}
 	// The header's dictionary size is what the encoder could refer back to,
-	// not what this stream does: detools writes 8 MiB for any image. Matches
-	// never reach further back than the bytes decoded so far, so a smaller
-	// dictionary decodes every stream that stays within it, and the decoder
-	// rejects a match beyond it instead of producing wrong bytes.
+	// not what this stream does: detools writes 8 MiB for any image. A
+	// match never reaches further back than the bytes decoded so far, which
+	// in a patch are the new image's bytes plus a little framing, so a
+	// smaller dictionary decodes every such stream, and the decoder rejects
+	// a match beyond it instead of producing wrong bytes.
 	var h [lzmaHeaderLen]byte
 	copy(h[:], hdr)
 	r.Discard(lzmaHeaderLen)
 	need := int64(binary.LittleEndian.Uint32(h[1:5]))
 	dict := min(need, maxMemory)
+	if toSize < 1<<40 {
+		dict = min(dict, toSize+toSize/4+lzmaFramingSlack)
+	}
 	dict = max(dict, lzma.MinDictCap)
 	binary.LittleEndian.PutUint32(h[1:5], uint32(dict))
 	cfg := lzma.ReaderConfig{DictCap: int(dict)}
@@ -86,8 +91,12 @@ func newLZMAReader(r *bufio.Reader, maxMemory int64) (decompressor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: lzma header: %v", ErrDecompression, err)
 	}
-	return &lzmaReader{r: lr, capped: dict < need, need: need, limit: maxMemory}, nil
+	return &lzmaReader{r: lr, capped: maxMemory < need && dict == maxMemory, need: need, limit: maxMemory}, nil
 }
+
+// lzmaFramingSlack is room in the LZMA dictionary for the patch's size
+// fields beyond a quarter of the image.
+const lzmaFramingSlack = 64 << 10
 
 func (l *lzmaReader) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
