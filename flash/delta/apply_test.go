@@ -43,6 +43,13 @@ func TestSizeEncoding(t *testing.T) {
 	}
 }
 
+func TestReadSizeAcceptsTenByteFields(t *testing.T) {
+	long := []byte{0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00}
+	if v, err := ReadSize(bytes.NewReader(long)); v != 1 || err != nil {
+		t.Fatalf("ReadSize(% x) = %d, %v, want 1", long, v, err)
+	}
+}
+
 func TestReadSizeFaults(t *testing.T) {
 	tests := []struct {
 		name string
@@ -54,6 +61,7 @@ func TestReadSizeFaults(t *testing.T) {
 		{"cut after second byte", []byte{0x80, 0x80}, ErrSizeNextByte},
 		{"beyond 63 bits", bytes.Repeat([]byte{0xff}, 11), ErrSizeOverflow},
 		{"bit 63 set", AppendSize(nil, math.MinInt64), ErrSizeOverflow},
+		{"eleven bytes of zero bits", append(bytes.Repeat([]byte{0x80}, 10), 0), ErrSizeOverflow},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

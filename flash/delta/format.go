@@ -173,7 +173,8 @@ func AppendSize(b []byte, v int64) []byte {
 
 // ReadSize reads a size written by AppendSize. A stream that ends before the
 // first byte gives ErrSizeFirstByte, one that ends inside the field
-// ErrSizeNextByte; a magnitude beyond 63 bits gives ErrSizeOverflow.
+// ErrSizeNextByte; a magnitude beyond 63 bits or a field longer than ten
+// bytes gives ErrSizeOverflow.
 func ReadSize(r io.ByteReader) (int64, error) {
 	c, err := r.ReadByte()
 	if err != nil {
@@ -186,12 +187,12 @@ func ReadSize(r io.ByteReader) (int64, error) {
 			return 0, sizeReadError(err, ErrSizeNextByte)
 		}
 		p := uint64(c & 0x7f)
-		if p != 0 && (shift >= 63 || p>>(63-shift) != 0) {
+		// Ten bytes carry 69 bits; an eleventh, even of zero bits, is
+		// refused so that an endless run of 0x80 cannot stall the reader.
+		if shift >= 63 || p>>(63-shift) != 0 {
 			return 0, ErrSizeOverflow
 		}
-		if shift < 63 {
-			m |= p << shift
-		}
+		m |= p << shift
 	}
 	if negative {
 		return -int64(m), nil
