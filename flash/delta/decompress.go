@@ -88,7 +88,11 @@ func newLZMAReader(r *bufio.Reader, maxMemory, toSize int64) (decompressor, erro
 	binary.LittleEndian.PutUint32(h[1:5], uint32(dict))
 	cfg := lzma.ReaderConfig{DictCap: int(dict)}
 	lr, err := cfg.NewReader(io.MultiReader(bytes.NewReader(h[:]), r))
-	if err != nil {
+	switch {
+	case err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF):
+		// Cut off while priming the range decoder after the header.
+		return nil, io.ErrUnexpectedEOF
+	case err != nil:
 		return nil, fmt.Errorf("%w: lzma header: %v", ErrDecompression, err)
 	}
 	return &lzmaReader{r: lr, capped: maxMemory < need && dict == maxMemory, need: need, limit: maxMemory}, nil
@@ -102,8 +106,7 @@ func (l *lzmaReader) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
 	switch {
 	case err == nil, err == io.EOF, err == io.ErrUnexpectedEOF:
-	case err.Error() == "lzma: unexpected EOF" || errors.Is(err, io.ErrUnexpectedEOF):
-		// The library reports a cut-off stream with its own error value.
+	case errors.Is(err, io.ErrUnexpectedEOF):
 		err = io.ErrUnexpectedEOF
 	case l.capped:
 		err = fmt.Errorf("%w (the stream may refer further back than the limited dictionary)",
