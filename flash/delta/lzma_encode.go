@@ -46,8 +46,8 @@ const (
 // positions with the same three bytes the match finder tries.
 const (
 	lzmaBlock     = 4096
-	lzmaNiceLen   = 128
-	lzmaMaxChain  = 96
+	lzmaNiceLen   = 273
+	lzmaMaxChain  = 512
 	lzmaHashBits  = 18
 	lzmaInfPrice  = math.MaxUint32 / 2
 	lzmaPriceBits = 4 // prices are in 1/16 bit
@@ -580,10 +580,20 @@ func lzmaCompress(data []byte, dict int) []byte {
 		}
 		nodes[0] = lzmaNode{state: e.state, reps: e.reps, from: -1}
 		end := blockLen
+		reach := 0
 		for cur := 0; cur < blockLen; cur++ {
+			if cur > 0 && reach <= cur {
+				// Every parse passes through cur: encode up to it now,
+				// so that later choices are priced with fresher
+				// probabilities.
+				end = cur
+				break
+			}
 			p := pos + cur
 			ms = hc.find(p, ms[:0])
-			if cut := e.relax(nodes, cur, p, blockLen, ms); cut > 0 {
+			cut, far := e.relax(nodes, cur, p, blockLen, ms)
+			reach = max(reach, far)
+			if cut > 0 {
 				for q := p + 1; q < pos+cut; q++ {
 					hc.insert(q)
 				}
@@ -618,8 +628,9 @@ func lzmaCompress(data []byte, dict int) []byte {
 
 // relax offers every way to continue from nodes[cur] (position p) to the
 // nodes it reaches. If one match is at least lzmaNiceLen long it is taken
-// at once: relax makes it the only way to its end and returns that end.
-func (e *lzmaEncoder) relax(nodes []lzmaNode, cur, p, blockLen int, ms []lzmaMatch) int {
+// at once: relax makes it the only way to its end and returns that end as
+// cut. far is the furthest node reached.
+func (e *lzmaEncoder) relax(nodes []lzmaNode, cur, p, blockLen int, ms []lzmaMatch) (cut, far int) {
 	d := e.data
 	from := &nodes[cur]
 	s, reps := from.state, from.reps
@@ -644,6 +655,7 @@ func (e *lzmaEncoder) relax(nodes []lzmaNode, cur, p, blockLen int, ms []lzmaMat
 		}
 	}
 	set := func(to int, price uint32, op int8, n int, dist uint32) {
+		far = max(far, to)
 		if price < nodes[to].price {
 			assign(to, price, op, n, dist)
 		}
@@ -664,12 +676,12 @@ func (e *lzmaEncoder) relax(nodes []lzmaNode, cur, p, blockLen int, ms []lzmaMat
 	}
 	if bestRepLen >= lzmaNiceLen {
 		assign(cur+bestRepLen, 0, int8(bestRep), bestRepLen, 0)
-		return cur + bestRepLen
+		return cur + bestRepLen, cur + bestRepLen
 	}
 	if len(ms) > 0 && ms[len(ms)-1].n >= lzmaNiceLen {
 		m := ms[len(ms)-1]
 		assign(cur+m.n, 0, 4, m.n, m.dist)
-		return cur + m.n
+		return cur + m.n, cur + m.n
 	}
 
 	matchPrice := bitPrice(e.isMatch[s][posState], 1)
@@ -705,5 +717,5 @@ func (e *lzmaEncoder) relax(nodes []lzmaNode, cur, p, blockLen int, ms []lzmaMat
 			}
 		}
 	}
-	return 0
+	return 0, far
 }
