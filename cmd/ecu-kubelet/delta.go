@@ -17,7 +17,8 @@ import (
 )
 
 // newDeltaCreateCmd is the hook through which delta_create.go adds
-// `delta create`; the command tree works without it.
+// `delta create`: it sets this variable in an init function. The delta
+// command works without it.
 var newDeltaCreateCmd func(g *globals) *cobra.Command
 
 func newDeltaCmd(g *globals) *cobra.Command {

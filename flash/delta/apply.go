@@ -2,6 +2,7 @@ package delta
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 )
@@ -46,7 +47,7 @@ func (o *Options) maxMemory() int64 {
 // patches give the errors of format.go (DetoolsMessage names detools'
 // message for each); errors from old and w are returned wrapped.
 func Apply(old io.ReaderAt, patch io.Reader, w io.Writer, opts *Options) (int64, error) {
-	pr := bufio.NewReaderSize(patch, chunkSize)
+	pr := bufio.NewReaderSize(patchReader{patch}, chunkSize)
 	h, err := ReadHeader(pr)
 	if err != nil {
 		return 0, err
@@ -263,7 +264,8 @@ func (s *stream) end() error {
 }
 
 // streamError gives a decompressor's error detools' meaning: the stream
-// ended properly too early, it was cut off, or it is corrupt.
+// ended properly too early, it was cut off, or it is corrupt. A failure to
+// read the patch itself is no patch fault and stays what it was.
 func streamError(err error) error {
 	switch err {
 	case nil:
@@ -273,11 +275,32 @@ func streamError(err error) error {
 	case io.ErrUnexpectedEOF:
 		return ErrOutOfData
 	}
+	var re *patchReadError
+	if errors.As(err, &re) {
+		return err
+	}
 	if DetoolsMessage(err) != "" {
 		return err
 	}
 	return fmt.Errorf("%w: %v", ErrDecompression, err)
 }
+
+// patchReader marks the patch's own read errors so that streamError can
+// tell them from corrupt data after they pass through a decompressor.
+type patchReader struct{ r io.Reader }
+
+func (p patchReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if err != nil && err != io.EOF {
+		err = &patchReadError{err}
+	}
+	return n, err
+}
+
+type patchReadError struct{ err error }
+
+func (e *patchReadError) Error() string { return "delta: reading the patch: " + e.err.Error() }
+func (e *patchReadError) Unwrap() error { return e.err }
 
 // Memory is the flash region an in-place patch rewrites: the old image at
 // its start on entry, the new image at its start on return.
@@ -294,7 +317,7 @@ type Memory interface {
 // outside [0, memSize), but a failure part way leaves mem holding neither
 // image: in-place patching is for ECUs that can re-download on failure.
 func ApplyInPlace(mem Memory, memSize int64, patch io.Reader, opts *Options) (int64, error) {
-	pr := bufio.NewReaderSize(patch, chunkSize)
+	pr := bufio.NewReaderSize(patchReader{patch}, chunkSize)
 	h, err := ReadHeader(pr)
 	if err != nil {
 		return 0, err

@@ -346,6 +346,34 @@ func TestApplyFaults(t *testing.T) {
 	}
 }
 
+// failingReader gives data and then a read error that is not the patch's fault.
+type failingReader struct {
+	data []byte
+	err  error
+}
+
+func (r *failingReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, r.err
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+func TestApplyReportsPatchReadErrorsAsSuch(t *testing.T) {
+	dir := detoolsDir(t)
+	old := readFile(t, dir, "foo/old")
+	broken := errors.New("link down")
+	for _, name := range []string{"foo/none.patch", "foo/patch", "foo/heatshrink.patch", "foo/crle.patch"} {
+		patch := readFile(t, dir, name)
+		_, err := Apply(bytes.NewReader(old), &failingReader{patch[:len(patch)/2], broken}, io.Discard, nil)
+		if !errors.Is(err, broken) || DetoolsMessage(err) != "" {
+			t.Errorf("%s: error %v (detools %q), want the read error and no patch fault", name, err, DetoolsMessage(err))
+		}
+	}
+}
+
 func TestApplyIdleTriplesEnd(t *testing.T) {
 	// One CRLE segment repeating zero bytes "forever": endless empty triples.
 	patch := []byte{0x02, 0x01, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0}
