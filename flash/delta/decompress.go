@@ -140,7 +140,7 @@ func newZstdReader(r *bufio.Reader, maxMemory int64) (decompressor, error) {
 func (z *zstdReader) Read(p []byte) (int, error) {
 	n, err := z.d.Read(p)
 	if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded) {
-		err = fmt.Errorf("%w: %v", &MemoryLimitError{Compression: CompressionZstd, Need: -1, Limit: z.limit}, err)
+		err = fmt.Errorf("%w: %v", &MemoryLimitError{Compression: CompressionZstd, Limit: z.limit}, err)
 	}
 	return n, err
 }

@@ -349,15 +349,20 @@ func (e *UnsupportedError) Error() string {
 func (e *UnsupportedError) Detools() string { return "Function not implemented." }
 
 // MemoryLimitError is a patch whose decompressor needs a larger window or
-// dictionary than Options.MaxMemory allows.
+// dictionary than Options.MaxMemory allows. Need is 0 where the
+// decompressor does not say how much it needs.
 type MemoryLimitError struct {
 	Compression Compression
 	Need, Limit int64
 }
 
 func (e *MemoryLimitError) Error() string {
-	return fmt.Sprintf("delta: %v patch needs a %d-byte window, above the %d-byte memory limit: raise Options.MaxMemory or create the patch with a smaller window",
-		e.Compression, e.Need, e.Limit)
+	need := "a larger window"
+	if e.Need > 0 {
+		need = fmt.Sprintf("a %d-byte window", e.Need)
+	}
+	return fmt.Sprintf("delta: %v patch needs %s than the %d-byte memory limit allows: raise Options.MaxMemory or create the patch with a smaller window",
+		e.Compression, need, e.Limit)
 }
 
 // Detools returns detools' C library message for the fault.
