@@ -79,7 +79,7 @@ func Apply(old io.ReaderAt, patch io.Reader, w io.Writer, opts *Options) (int64,
 		}
 		return nil
 	}
-	if _, err := a.run(0, from, to); err != nil {
+	if err := a.run(0, from, to); err != nil {
 		return written, err
 	}
 	return written, s.end()
@@ -125,28 +125,27 @@ func (a *applier) dataFormat() error {
 
 // run produces a.size bytes from triples: a diff block added bytewise to the
 // old image at fromPos (read through from), an extra block copied as is, and
-// a signed move of fromPos. It hands the output to to and returns the final
-// fromPos.
-func (a *applier) run(fromPos int64, from func(int64, []byte) error, to func([]byte) error) (int64, error) {
+// a signed move of fromPos. It hands the output to to.
+func (a *applier) run(fromPos int64, from func(int64, []byte) error, to func([]byte) error) error {
 	var pos int64
 	for pos < a.size {
 		diff, err := a.blockSize(pos, ErrDiffTooLong)
 		if err != nil {
-			return fromPos, err
+			return err
 		}
 		for done := int64(0); done < diff; {
 			c := int(min(diff-done, chunkSize))
 			if err := a.s.read(a.data[:c]); err != nil {
-				return fromPos, err
+				return err
 			}
 			if err := from(fromPos, a.old[:c]); err != nil {
-				return fromPos, err
+				return err
 			}
 			for i := range c {
 				a.data[i] += a.old[i]
 			}
 			if err := to(a.data[:c]); err != nil {
-				return fromPos, err
+				return err
 			}
 			fromPos += int64(c)
 			done += int64(c)
@@ -154,35 +153,35 @@ func (a *applier) run(fromPos int64, from func(int64, []byte) error, to func([]b
 		pos += diff
 		extra, err := a.blockSize(pos, ErrExtraTooLong)
 		if err != nil {
-			return fromPos, err
+			return err
 		}
 		for done := int64(0); done < extra; {
 			c := int(min(extra-done, chunkSize))
 			if err := a.s.read(a.data[:c]); err != nil {
-				return fromPos, err
+				return err
 			}
 			if err := to(a.data[:c]); err != nil {
-				return fromPos, err
+				return err
 			}
 			done += int64(c)
 		}
 		pos += extra
 		adjust, err := a.s.size()
 		if err != nil {
-			return fromPos, err
+			return err
 		}
 		next := fromPos + adjust
 		if (adjust > 0 && next < fromPos) || (adjust < 0 && next > fromPos) {
-			return fromPos, fmt.Errorf("%w: adjustment %d overflows the old image position", ErrCorrupt, adjust)
+			return fmt.Errorf("%w: adjustment %d overflows the old image position", ErrCorrupt, adjust)
 		}
 		fromPos = next
 		if diff == 0 && extra == 0 {
 			if a.idle++; a.idle > maxIdleTriples {
-				return fromPos, fmt.Errorf("%w: more than %d triples produce no data", ErrCorrupt, maxIdleTriples)
+				return fmt.Errorf("%w: more than %d triples produce no data", ErrCorrupt, maxIdleTriples)
 			}
 		}
 	}
-	return fromPos, nil
+	return nil
 }
 
 // blockSize reads a diff or extra block size and checks it against what is
@@ -367,7 +366,7 @@ func ApplyInPlace(mem Memory, memSize int64, patch io.Reader, opts *Options) (in
 		// Segment i reads the old image from (i+1) segments up, or from
 		// where it was shifted to; the last, short segment too.
 		fromPos := max(start+min(h.SegmentSize, h.MemorySize), h.ShiftSize)
-		if _, err := a.run(fromPos, from, to); err != nil {
+		if err := a.run(fromPos, from, to); err != nil {
 			return start, err
 		}
 	}
