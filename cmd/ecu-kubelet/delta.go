@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -39,9 +40,9 @@ func newDeltaApplyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "apply OLD PATCH -o NEW",
 		Short: "Apply a patch to an old image, writing the new image",
-		Long: `Apply a detools sequential patch, or a patch envelope (which first checks
-OLD's SHA-256 and afterwards the new image's), to OLD and write the new image
-to NEW. NEW is written to a temporary file beside it and renamed only when the
+		Long: `Apply a detools sequential or in-place patch, or a patch envelope (which
+first checks OLD's SHA-256 and afterwards the new image's), to OLD and write
+the new image to NEW. NEW is written to a temporary file beside it and renamed only when the
 patch applied completely and, for an envelope, verified.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -92,11 +93,14 @@ func applyFiles(oldPath, patchPath, out string, opts *delta.Options) (n int64, e
 		}
 	}()
 	w := bufio.NewWriter(tmp)
-	if string(magic) == delta.EnvelopeMagic {
+	switch {
+	case string(magic) == delta.EnvelopeMagic:
 		var env delta.Envelope
 		env, err = delta.ApplyEnvelope(old, st.Size(), patch, w, opts)
 		n = env.TargetSize
-	} else {
+	case len(magic) > 0 && delta.PatchType(magic[0]>>4&0x7) == delta.InPlace:
+		n, err = applyInPlaceFile(old, tmp, patch, opts)
+	default:
 		n, err = delta.Apply(old, patch, w, opts)
 	}
 	if err != nil {
@@ -109,6 +113,33 @@ func applyFiles(oldPath, patchPath, out string, opts *delta.Options) (n int64, e
 		return n, err
 	}
 	return n, os.Rename(tmp.Name(), out)
+}
+
+// applyInPlaceFile applies an in-place patch the way a single-bank ECU
+// does: the old image is copied into mem, a file standing for the flash
+// region, which the patch then rewrites and which is cut to the new size.
+func applyInPlaceFile(old *os.File, mem *os.File, patch *bufio.Reader, opts *delta.Options) (int64, error) {
+	hdr, _ := patch.Peek(51)
+	h, err := delta.ReadHeader(bytes.NewReader(hdr))
+	if err != nil {
+		return 0, err
+	}
+	if _, err := io.Copy(mem, old); err != nil {
+		return 0, err
+	}
+	st, err := mem.Stat()
+	if err != nil {
+		return 0, err
+	}
+	size := max(st.Size(), h.MemorySize)
+	if err := mem.Truncate(size); err != nil {
+		return 0, err
+	}
+	n, err := delta.ApplyInPlace(mem, size, patch, opts)
+	if err != nil {
+		return n, err
+	}
+	return n, mem.Truncate(n)
 }
 
 func newDeltaInspectCmd() *cobra.Command {

@@ -42,6 +42,20 @@ func TestDeltaApplyWritesTheNewImage(t *testing.T) {
 	}
 }
 
+func TestDeltaApplyInPlacePatch(t *testing.T) {
+	old, want, patch := detoolsFoo(t)
+	patch = filepath.Join(filepath.Dir(patch), "in-place-3000-500.patch")
+	out := filepath.Join(t.TempDir(), "new.bin")
+	if err := run(context.Background(), &bytes.Buffer{}, &bytes.Buffer{}, "delta", "apply", old, patch, "-o", out); err != nil {
+		t.Fatalf("delta apply: %v", err)
+	}
+	got, _ := os.ReadFile(out)
+	w, _ := os.ReadFile(want)
+	if !bytes.Equal(got, w) {
+		t.Fatalf("new image differs from %s (%d bytes, want %d)", want, len(got), len(w))
+	}
+}
+
 func TestDeltaApplyEnvelopeRefusesWrongBaseAndLeavesNoFile(t *testing.T) {
 	old, want, patch := detoolsFoo(t)
 	oldB, _ := os.ReadFile(old)
