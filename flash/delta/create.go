@@ -51,8 +51,7 @@ func Create(w io.Writer, old, new []byte, opts *CreateOptions) error {
 // sequentialData returns the uncompressed data of a sequential patch: an
 // empty data-format section, then a diff, extra and adjustment per chunk.
 func sequentialData(old, new []byte) []byte {
-	m := newMatcher(old)
-	chunks := bsdiffChunks(m, new, 8)
+	chunks := selectChunks(newMatcher(old), new)
 
 	var out bytes.Buffer
 	out.Grow(len(new) + len(new)/8)

@@ -3,6 +3,7 @@ package delta
 import (
 	"encoding/binary"
 	"math"
+	"slices"
 )
 
 // This is an LZMA encoder written for patch data. github.com/ulikunitz/xz's
@@ -13,8 +14,8 @@ import (
 // changed ones, where the choice between a literal, a short repeat of the
 // last distance and a new match decides the size, so this encoder prices
 // every choice with the coder's current probabilities and finds the
-// cheapest parse of each block by dynamic programming, as LZMA's reference
-// encoder does.
+// cheapest parse of each stretch by dynamic programming, as LZMA's
+// reference encoder does, with matches found through a suffix array.
 
 // LZMA model constants (see the LZMA specification in the LZMA SDK).
 const (
@@ -41,14 +42,11 @@ const (
 	lzmaPB = 0
 )
 
-// Parser settings: the block the parser optimises at once, the match
-// length it accepts without looking further, and how many earlier
-// positions with the same three bytes the match finder tries.
+// Parser settings: the longest stretch the parser optimises at once, and
+// the match length it accepts without looking further.
 const (
 	lzmaBlock     = 4096
 	lzmaNiceLen   = 273
-	lzmaMaxChain  = 512
-	lzmaHashBits  = 18
 	lzmaInfPrice  = math.MaxUint32 / 2
 	lzmaPriceBits = 4 // prices are in 1/16 bit
 )
@@ -477,73 +475,10 @@ func (e *lzmaEncoder) encodeEnd(p int) {
 	e.encodeDist(0xFFFFFFFF, lzmaMinMatch)
 }
 
-// hashChains finds earlier occurrences of the three bytes at a position.
-type hashChains struct {
-	data []byte
-	head []int32
-	prev []int32
-	dict int
-}
-
-func newHashChains(data []byte, dict int) *hashChains {
-	h := &hashChains{data: data, head: make([]int32, 1<<lzmaHashBits), prev: make([]int32, len(data)), dict: dict}
-	for i := range h.head {
-		h.head[i] = -1
-	}
-	return h
-}
-
-func (h *hashChains) hash(p int) uint32 {
-	d := h.data
-	v := uint32(d[p]) | uint32(d[p+1])<<8 | uint32(d[p+2])<<16
-	return (v * 2654435761) >> (32 - lzmaHashBits)
-}
-
-// insert records position p.
-func (h *hashChains) insert(p int) {
-	if p+3 > len(h.data) {
-		return
-	}
-	k := h.hash(p)
-	h.prev[p] = h.head[k]
-	h.head[k] = int32(p)
-}
-
 // lzmaMatch is a match at distance-1 dist of length n.
 type lzmaMatch struct {
 	dist uint32
 	n    int
-}
-
-// find appends to ms the matches at p, nearest first, each longer than the
-// one before, and records p.
-func (h *hashChains) find(p int, ms []lzmaMatch) []lzmaMatch {
-	d := h.data
-	if p+3 > len(d) {
-		return ms
-	}
-	limit := min(lzmaMaxMatch, len(d)-p)
-	best := 2
-	k := h.hash(p)
-	depth := 0
-	for j := h.head[k]; j >= 0 && depth < lzmaMaxChain && p-int(j) <= h.dict; j = h.prev[j] {
-		depth++
-		q := int(j)
-		if d[q+best] != d[p+best] {
-			continue
-		}
-		n := commonPrefix(d[q:q+limit], d[p:p+limit])
-		if n > best {
-			best = n
-			ms = append(ms, lzmaMatch{dist: uint32(p - q - 1), n: n})
-			if n == limit {
-				break
-			}
-		}
-	}
-	h.prev[p] = h.head[k]
-	h.head[k] = int32(p)
-	return ms
 }
 
 // lzmaNode is a position in the parse of a block: the cheapest way found
@@ -569,7 +504,7 @@ func lzmaCompress(data []byte, dict int) []byte {
 	binary.LittleEndian.PutUint32(e.rc.out[1:], uint32(dict))
 	binary.LittleEndian.PutUint64(e.rc.out[5:], math.MaxUint64)
 
-	hc := newHashChains(data, dict)
+	mf := newSAMatches(data, dict)
 	nodes := make([]lzmaNode, lzmaBlock+lzmaMaxMatch+1)
 	var ms []lzmaMatch
 	var path []int
@@ -590,13 +525,10 @@ func lzmaCompress(data []byte, dict int) []byte {
 				break
 			}
 			p := pos + cur
-			ms = hc.find(p, ms[:0])
+			ms = mf.find(p, ms[:0])
 			cut, far := e.relax(nodes, cur, p, blockLen, ms)
 			reach = max(reach, far)
 			if cut > 0 {
-				for q := p + 1; q < pos+cut; q++ {
-					hc.insert(q)
-				}
 				end = cut
 				break
 			}
@@ -718,4 +650,105 @@ func (e *lzmaEncoder) relax(nodes []lzmaNode, cur, p, blockLen int, ms []lzmaMat
 		}
 	}
 	return 0, far
+}
+
+// saMatches finds LZMA matches through the suffix array of the whole data:
+// the earlier positions sharing the longest prefixes with p are its
+// neighbours in suffix order, so a short walk up and down the array from
+// p's rank finds, for every length, about the nearest earlier match. On
+// patch data, where a few byte values repeat everywhere, this finds the
+// matches that hash chains bury under thousands of zero runs.
+type saMatches struct {
+	data []byte
+	sa   []int32
+	rank []int32
+	lcp  []int32 // lcp[i]: common prefix of suffixes sa[i-1] and sa[i]
+	dict int
+	cand []lzmaMatch
+}
+
+func newSAMatches(data []byte, dict int) *saMatches {
+	sa := suffixArray(data)
+	n := len(data)
+	rank := make([]int32, n)
+	for i, p := range sa {
+		rank[p] = int32(i)
+	}
+	// Kasai's algorithm.
+	lcp := make([]int32, n)
+	h := 0
+	for p := range n {
+		r := rank[p]
+		if r == 0 {
+			h = 0
+			continue
+		}
+		q := int(sa[r-1])
+		for p+h < n && q+h < n && data[p+h] == data[q+h] {
+			h++
+		}
+		lcp[r] = int32(h)
+		if h > 0 {
+			h--
+		}
+	}
+	return &saMatches{data: data, sa: sa, rank: rank, lcp: lcp, dict: dict}
+}
+
+// lzmaWalk is how many suffixes saMatches looks at on each side of p.
+const lzmaWalk = 48
+
+// find appends to ms the matches at p, each longer than the one before and
+// each the nearest found for its length.
+func (f *saMatches) find(p int, ms []lzmaMatch) []lzmaMatch {
+	limit := min(lzmaMaxMatch, len(f.data)-p)
+	if limit < lzmaMinMatch {
+		return ms
+	}
+	cand := f.cand[:0]
+	if p > 0 {
+		if n := commonPrefix(f.data[p-1:p-1+limit], f.data[p:p+limit]); n >= lzmaMinMatch {
+			cand = append(cand, lzmaMatch{dist: 0, n: n})
+		}
+	}
+	r := int(f.rank[p])
+	n := limit
+	for i, steps := r-1, 0; i >= 0 && steps < lzmaWalk; i, steps = i-1, steps+1 {
+		n = min(n, int(f.lcp[i+1]))
+		if n < lzmaMinMatch {
+			break
+		}
+		if q := int(f.sa[i]); q < p && p-q <= f.dict {
+			cand = append(cand, lzmaMatch{dist: uint32(p - q - 1), n: n})
+		}
+	}
+	n = limit
+	for i, steps := r+1, 0; i < len(f.sa) && steps < lzmaWalk; i, steps = i+1, steps+1 {
+		n = min(n, int(f.lcp[i]))
+		if n < lzmaMinMatch {
+			break
+		}
+		if q := int(f.sa[i]); q < p && p-q <= f.dict {
+			cand = append(cand, lzmaMatch{dist: uint32(p - q - 1), n: n})
+		}
+	}
+	f.cand = cand
+	// Keep, for each length, the nearest; then drop any match that a
+	// longer one at no greater distance makes useless.
+	slices.SortFunc(cand, func(a, b lzmaMatch) int {
+		if a.n != b.n {
+			return b.n - a.n
+		}
+		return int(a.dist) - int(b.dist)
+	})
+	start := len(ms)
+	bestDist := uint32(math.MaxUint32)
+	for _, c := range cand {
+		if c.dist < bestDist {
+			bestDist = c.dist
+			ms = append(ms, c)
+		}
+	}
+	slices.Reverse(ms[start:])
+	return ms
 }
