@@ -9,6 +9,8 @@ require (
 	golang.org/x/sys v0.31.0
 )
 
+require gopkg.in/yaml.v3 v3.0.1
+
 require (
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/klauspost/compress v1.20.3
