@@ -350,3 +350,15 @@ func TestMatcherFindsLongestMatch(t *testing.T) {
 		}
 	}
 }
+
+// FuzzCreateRoundTrip checks that any pair of images gives a patch, under
+// every compression, that applies back to the new image.
+func FuzzCreateRoundTrip(f *testing.F) {
+	f.Add([]byte("the old image"), []byte("the new image"), uint8(0))
+	f.Add([]byte{}, []byte{0, 0, 0, 0, 0, 0, 0, 1}, uint8(1))
+	f.Add(bytes.Repeat([]byte{7}, 300), bytes.Repeat([]byte{7}, 301), uint8(2))
+	f.Fuzz(func(t *testing.T, old, new []byte, which uint8) {
+		c := createCompressions[int(which)%len(createCompressions)]
+		roundTrip(t, old, new, create(t, old, new, c))
+	})
+}

@@ -33,10 +33,10 @@ func heatshrinkEncode(data []byte, p HeatshrinkParams) ([]byte, error) {
 		h := int(data[i])<<8 | int(data[i+1])
 		limit := min(maxLen, n-i)
 		for j := head[h]; j >= 0 && i-int(j) <= maxDist; j = prev[j] {
-			l := 0
-			for l < limit && data[int(j)+l] == data[i+l] {
-				l++
+			if l := int(refLen[i]); data[int(j)+l] != data[i+l] {
+				continue // cannot be longer than the best so far
 			}
+			l := commonPrefix(data[j:int(j)+limit], data[i:i+limit])
 			if l > int(refLen[i]) {
 				refLen[i], refDist[i] = int32(l), int32(i-int(j))
 				if l == limit {

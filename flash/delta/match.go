@@ -56,8 +56,8 @@ func (m *matcher) longest(pattern []byte, near int) (pos, n int) {
 			pos, n, first = int(sa[i]), l, i
 		}
 	}
-	if n == 0 {
-		return 0, 0
+	if n == 0 || n > nearMaxLen {
+		return pos, n
 	}
 	// The suffixes sharing n bytes with pattern are contiguous around it.
 	dist := func(p int) int {
@@ -80,8 +80,14 @@ func (m *matcher) longest(pattern []byte, near int) (pos, n int) {
 	return pos, n
 }
 
-// nearSteps bounds the equally long matches longest compares.
-const nearSteps = 64
+// nearSteps bounds the equally long matches longest compares, and
+// nearMaxLen the length up to which it looks for them: two old positions
+// sharing a longer prefix are rare, and comparing it would cost more than
+// the choice gains.
+const (
+	nearSteps  = 64
+	nearMaxLen = 4096
+)
 
 // commonPrefix returns the length of the common prefix of a and b.
 func commonPrefix(a, b []byte) int {
