@@ -666,12 +666,13 @@ func (p *programmer) StartDownload(r uds.DownloadRequest) error {
 			return uds.ConditionsNotCorrect
 		}
 		pr, pw := io.Pipe()
-		p.pw, p.done = pw, make(chan error, 1)
+		done := make(chan error, 1)
+		p.pw, p.done = pw, done
 		old := slotReader{f: e.flash, s: a, size: in.hdr.Size()}
 		go func() {
 			_, err := delta.ApplyEnvelope(old, old.size, pr, slotWriter{p}, &delta.Options{MaxMemory: e.cfg.DeltaMemory})
 			pr.CloseWithError(err)
-			p.done <- err
+			done <- err
 		}()
 	}
 	e.log.Info("download started", zap.String("slot", slotName(s)), zap.Bool("delta", p.delta), zap.Uint64("size", r.Size))
