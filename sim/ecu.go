@@ -619,6 +619,7 @@ type programmer struct {
 	c *cycle
 
 	mu      sync.Mutex
+	active  bool // a download is in progress
 	slot    int
 	off     int64 // bytes programmed into the slot
 	written int64 // bytes of the download received
@@ -630,7 +631,7 @@ type programmer struct {
 func (p *programmer) busy() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.done != nil
+	return p.active
 }
 
 // StartDownload accepts a download to the writable slot's base address.
@@ -658,7 +659,7 @@ func (p *programmer) StartDownload(r uds.DownloadRequest) error {
 	p.c.verified[s] = false
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.slot, p.off, p.written, p.delta = s, 0, 0, r.DataFormat == FormatDelta
+	p.slot, p.off, p.written, p.delta, p.active = s, 0, 0, r.DataFormat == FormatDelta, true
 	if p.delta {
 		a, _ := e.running()
 		in := e.boot.inspect(a)
@@ -740,6 +741,7 @@ func (p *programmer) FinishDownload() ([]byte, error) {
 	}
 	p.mu.Lock()
 	pw, done := p.pw, p.done
+	p.active = false
 	p.mu.Unlock()
 	if done == nil {
 		return nil, nil
@@ -762,7 +764,7 @@ func (p *programmer) AbortDownload() { p.abort() }
 func (p *programmer) abort() {
 	p.mu.Lock()
 	pw, done := p.pw, p.done
-	p.pw, p.done = nil, nil
+	p.pw, p.done, p.active = nil, nil, false
 	p.mu.Unlock()
 	if done != nil {
 		pw.CloseWithError(errors.New("sim: download aborted"))
