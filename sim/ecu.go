@@ -348,19 +348,19 @@ const (
 // newServer builds the UDS server of one power cycle.
 func (e *ECU) newServer(c *cycle) (*uds.Server, *programmer) {
 	key := e.key
-	lockout := 0
-	if e.faults.has(func(f *Fault) bool { return f.Kind == FaultSecurityLockout }) {
-		lockout = uds.DefaultMaxAttempts
-	}
+	lockout := 0 // keys still to refuse for a securityLockout fault
 	var lmu sync.Mutex
 	s := uds.NewServer(uds.ServerConfig{
 		Security: map[byte]uds.SecurityLevel{e.level: {Sessions: []uds.Session{uds.ProgrammingSession, uds.ExtendedSession}, Key: func(level byte, seed []byte) ([]byte, error) {
 			lmu.Lock()
 			defer lmu.Unlock()
-			if lockout > 0 {
+			if lockout == 0 {
 				if _, ok := e.faults.take(func(f *Fault) bool { return f.Kind == FaultSecurityLockout }); ok {
 					e.log.Info("fault: security lockout: keys are refused")
+					lockout = uds.DefaultMaxAttempts
 				}
+			}
+			if lockout > 0 {
 				lockout--
 				return []byte("never"), nil
 			}
