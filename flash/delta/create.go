@@ -17,8 +17,10 @@ type CreateOptions struct {
 	// usually built with.
 	Heatshrink HeatshrinkParams
 	// LZMADictCap caps the LZMA dictionary, which the applier must hold in
-	// memory; zero means no cap. The dictionary is otherwise the smallest
-	// power of two (at least 4 KiB) that holds all of the patch data.
+	// memory (at least 4 KiB); zero means no cap. The dictionary is
+	// otherwise the smallest power of two (at least 4 KiB) that holds all
+	// of the patch data. Measured on the MicroPython pair, a 16 KiB
+	// dictionary makes the patch 0.25% larger.
 	LZMADictCap int
 }
 
@@ -36,6 +38,18 @@ func Create(w io.Writer, old, new []byte, opts *CreateOptions) error {
 	o := CreateOptions{Compression: CompressionLZMA}
 	if opts != nil {
 		o = *opts
+	}
+	if o.Heatshrink == (HeatshrinkParams{}) {
+		o.Heatshrink = DefaultHeatshrinkParams
+	}
+	switch o.Compression {
+	case CompressionNone, CompressionLZMA, CompressionCRLE:
+	case CompressionHeatshrink:
+		if err := o.Heatshrink.Validate(); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("delta: cannot create patches with compression %v; use lzma, heatshrink, crle or none", o.Compression)
 	}
 	if len(old) > maxImageSize || len(new) > maxImageSize {
 		return ErrImageTooLarge
@@ -108,15 +122,10 @@ func compress(data []byte, o CreateOptions) ([]byte, error) {
 	case CompressionLZMA:
 		return compressLZMA(data, o.LZMADictCap)
 	case CompressionHeatshrink:
-		p := o.Heatshrink
-		if p == (HeatshrinkParams{}) {
-			p = DefaultHeatshrinkParams
-		}
-		return heatshrinkEncode(data, p)
-	case CompressionCRLE:
+		return heatshrinkEncode(data, o.Heatshrink)
+	default: // CompressionCRLE; Create refused the others
 		return crleEncode(data), nil
 	}
-	return nil, fmt.Errorf("delta: cannot create patches with compression %v; use lzma, heatshrink, crle or none", o.Compression)
 }
 
 // compressLZMA writes data as an LZMA-alone stream with an end marker and
@@ -126,8 +135,11 @@ func compress(data []byte, o CreateOptions) ([]byte, error) {
 // the applier reserve more memory.
 func compressLZMA(data []byte, dictCap int) ([]byte, error) {
 	dict := lzmaMinDict
-	for dict < len(data) && (dictCap <= 0 || dict < dictCap) {
+	for dict < len(data) {
 		dict <<= 1
+	}
+	if dictCap > 0 && dict > dictCap {
+		dict = max(dictCap, lzmaMinDict)
 	}
 	return lzmaCompress(data, dict), nil
 }

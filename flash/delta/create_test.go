@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -273,8 +274,10 @@ func TestCreateRefusesBadOptions(t *testing.T) {
 		{Compression: CompressionHeatshrink, Heatshrink: HeatshrinkParams{WindowBits: 8, LookaheadBits: 8}},
 		{Compression: CompressionHeatshrink, Heatshrink: HeatshrinkParams{WindowBits: 16, LookaheadBits: 4}},
 	} {
-		if err := Create(&bytes.Buffer{}, []byte("a"), []byte("b"), opts); err == nil {
-			t.Errorf("Create with %+v succeeded, want an error", *opts)
+		for _, new := range [][]byte{[]byte("b"), nil} {
+			if err := Create(&bytes.Buffer{}, []byte("a"), new, opts); err == nil {
+				t.Errorf("Create with %+v and a %d-byte new image succeeded, want an error", *opts, len(new))
+			}
 		}
 	}
 }
@@ -295,12 +298,22 @@ func TestCreateLZMADictCapApplies(t *testing.T) {
 		new[i] = byte(r.Uint32())
 	}
 	var b bytes.Buffer
-	if err := Create(&b, old, new, &CreateOptions{Compression: CompressionLZMA, LZMADictCap: 16 << 10}); err != nil {
+	// 10,000 is not a power of two: the header must not exceed it.
+	if err := Create(&b, old, new, &CreateOptions{Compression: CompressionLZMA, LZMADictCap: 10000}); err != nil {
 		t.Fatal(err)
 	}
+	pr := bytes.NewReader(b.Bytes())
+	if _, err := ReadHeader(pr); err != nil {
+		t.Fatal(err)
+	}
+	var props [5]byte
+	pr.Read(props[:])
+	if dict := binary.LittleEndian.Uint32(props[1:]); dict != 10000 {
+		t.Errorf("LZMA header dictionary %d, want 10000", dict)
+	}
 	var got bytes.Buffer
-	if _, err := Apply(bytes.NewReader(old), bytes.NewReader(b.Bytes()), &got, &Options{MaxMemory: 16 << 10}); err != nil {
-		t.Fatalf("Apply with a 16 KiB limit: %v", err)
+	if _, err := Apply(bytes.NewReader(old), bytes.NewReader(b.Bytes()), &got, &Options{MaxMemory: 10000}); err != nil {
+		t.Fatalf("Apply with a 10,000-byte limit: %v", err)
 	}
 	if !bytes.Equal(got.Bytes(), new) {
 		t.Fatal("Apply gave the wrong image")
