@@ -24,6 +24,12 @@ const testHW = "SIM-HW-1"
 // 64 KiB slot geometry and the given simulation section.
 func testVehicle(t testing.TB, simulation string) vehicle.ECU {
 	t.Helper()
+	return testVehicleSized(t, 65536, simulation)
+}
+
+// testVehicleSized is testVehicle with slots of slotSize bytes.
+func testVehicleSized(t testing.TB, slotSize int, simulation string) vehicle.ECU {
+	t.Helper()
 	doc := fmt.Sprintf(`
 name: test-car
 buses: [{name: body, url: "mem://sim-test-%d", bitrate: 500000}]
@@ -34,10 +40,10 @@ ecus:
     hardwareId: %s
     partNumber: PN-1
     serial: SN-1
-    flash: {slotSize: 65536, sectorSize: 4096, eraseTimePerSector: 20ms, writeTimePerKiB: 1ms, slotA: 0x10000, slotB: 0x20000}
+    flash: {slotSize: %d, sectorSize: 4096, eraseTimePerSector: 20ms, writeTimePerKiB: 1ms, slotA: 0x1000000, slotB: 0x2000000}
     simulation:
 %s
-`, busSeq.Add(1), testHW, indent(simulation, "      "))
+`, busSeq.Add(1), testHW, slotSize, indent(simulation, "      "))
 	v, err := vehicle.Parse([]byte(doc))
 	if err != nil {
 		t.Fatalf("%v\n%s", err, doc)
