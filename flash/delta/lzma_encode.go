@@ -1,6 +1,7 @@
 package delta
 
 import (
+	"cmp"
 	"encoding/binary"
 	"math"
 	"slices"
@@ -738,9 +739,9 @@ func (f *saMatches) find(p int, ms []lzmaMatch) []lzmaMatch {
 	// longer one at no greater distance makes useless.
 	slices.SortFunc(cand, func(a, b lzmaMatch) int {
 		if a.n != b.n {
-			return b.n - a.n
+			return cmp.Compare(b.n, a.n)
 		}
-		return int(a.dist) - int(b.dist)
+		return cmp.Compare(a.dist, b.dist)
 	})
 	start := len(ms)
 	bestDist := uint32(math.MaxUint32)
