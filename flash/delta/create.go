@@ -130,16 +130,34 @@ func compress(data []byte, o CreateOptions) ([]byte, error) {
 
 // compressLZMA writes data as an LZMA-alone stream with an end marker and
 // no size in its header, which is what detools writes and reads. The
-// dictionary is the smallest power of two that holds all of data, or
-// dictCap if that is smaller: a larger one compresses no better and makes
-// the applier reserve more memory.
+// dictionary is the smallest power of two that holds all of data, or at
+// most dictCap if that is smaller: a larger one compresses no better and
+// makes the applier reserve more memory.
 func compressLZMA(data []byte, dictCap int) ([]byte, error) {
 	dict := lzmaMinDict
 	for dict < len(data) {
 		dict <<= 1
 	}
 	if dictCap > 0 && dict > dictCap {
-		dict = max(dictCap, lzmaMinDict)
+		dict = lzmaDictAtMost(dictCap)
 	}
 	return lzmaCompress(data, dict), nil
+}
+
+// lzmaDictAtMost returns the largest dictionary size of the form 2^n or
+// 2^n+2^(n-1) that is at most limit, and at least 4 KiB: liblzma's
+// stricter .lzma reader (Python's lzma module, which detools' Python
+// applier uses) accepts no other sizes.
+func lzmaDictAtMost(limit int) int {
+	dict := lzmaMinDict
+	for {
+		switch {
+		case dict*2 <= limit:
+			dict *= 2
+		case dict+dict/2 <= limit:
+			return dict + dict/2
+		default:
+			return dict
+		}
+	}
 }

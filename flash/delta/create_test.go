@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -298,7 +299,8 @@ func TestCreateLZMADictCapApplies(t *testing.T) {
 		new[i] = byte(r.Uint32())
 	}
 	var b bytes.Buffer
-	// 10,000 is not a power of two: the header must not exceed it.
+	// 10,000 is not a size liblzma accepts: the header must say the
+	// largest one below it.
 	if err := Create(&b, old, new, &CreateOptions{Compression: CompressionLZMA, LZMADictCap: 10000}); err != nil {
 		t.Fatal(err)
 	}
@@ -308,8 +310,8 @@ func TestCreateLZMADictCapApplies(t *testing.T) {
 	}
 	var props [5]byte
 	pr.Read(props[:])
-	if dict := binary.LittleEndian.Uint32(props[1:]); dict != 10000 {
-		t.Errorf("LZMA header dictionary %d, want 10000", dict)
+	if dict := binary.LittleEndian.Uint32(props[1:]); dict != 8192 {
+		t.Errorf("LZMA header dictionary %d, want 8192", dict)
 	}
 	var got bytes.Buffer
 	if _, err := Apply(bytes.NewReader(old), bytes.NewReader(b.Bytes()), &got, &Options{MaxMemory: 10000}); err != nil {
@@ -317,6 +319,56 @@ func TestCreateLZMADictCapApplies(t *testing.T) {
 	}
 	if !bytes.Equal(got.Bytes(), new) {
 		t.Fatal("Apply gave the wrong image")
+	}
+}
+
+func TestLZMADictAtMost(t *testing.T) {
+	for _, tc := range []struct{ limit, want int }{
+		{0, 4096}, {4096, 4096}, {6143, 4096}, {6144, 6144}, {8191, 6144},
+		{10000, 8192}, {12288, 12288}, {1 << 20, 1 << 20}, {3 << 19, 3 << 19},
+	} {
+		if got := lzmaDictAtMost(tc.limit); got != tc.want {
+			t.Errorf("lzmaDictAtMost(%d) = %d, want %d", tc.limit, got, tc.want)
+		}
+	}
+}
+
+// TestCreateLZMADecodesWithLiblzma checks the LZMA encoder against
+// liblzma, the decoder detools' C and Python appliers use, through
+// Python's lzma module (whose .lzma reader is the strict one).
+func TestCreateLZMADecodesWithLiblzma(t *testing.T) {
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 not installed: liblzma cross-check skipped")
+	}
+	pairs := realPairs(t)
+	sort.Slice(pairs, func(i, j int) bool { return len(pairs[i].newData) < len(pairs[j].newData) })
+	dir := t.TempDir()
+	for i, p := range pairs {
+		// The small pairs keep the test fast; the round trips through
+		// ulikunitz's decoder cover the large ones.
+		if len(p.newData) == 0 || len(p.newData) > 200_000 {
+			continue
+		}
+		data := sequentialData(p.oldData, p.newData)
+		for _, dictCap := range []int{0, 10000} {
+			stream, err := compressLZMA(data, dictCap)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in, out := filepath.Join(dir, fmt.Sprint(i, "-", dictCap, ".lzma")), filepath.Join(dir, "out")
+			if err := os.WriteFile(in, stream, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			script := "import lzma,sys; open(sys.argv[2],'wb').write(lzma.LZMADecompressor().decompress(open(sys.argv[1],'rb').read()))"
+			if msg, err := exec.Command(python, "-c", script, in, out).CombinedOutput(); err != nil {
+				t.Fatalf("%s (dictionary cap %d): liblzma refused our stream: %v: %s", p.name, dictCap, err, msg)
+			}
+			got, _ := os.ReadFile(out)
+			if !bytes.Equal(got, data) {
+				t.Fatalf("%s (dictionary cap %d): liblzma decoded %d bytes, want the %d bytes encoded", p.name, dictCap, len(got), len(data))
+			}
+		}
 	}
 }
 
