@@ -372,6 +372,34 @@ func TestCreateLZMADecodesWithLiblzma(t *testing.T) {
 	}
 }
 
+// TestCreateAppliesWithDetools applies our patches with detools' own
+// applier when one is on PATH as `detools` (its C command line, built from
+// the c/ directory of github.com/eerimoq/detools, or its Python one; both
+// take `apply_patch OLD PATCH NEW`).
+func TestCreateAppliesWithDetools(t *testing.T) {
+	detools, err := exec.LookPath("detools")
+	if err != nil {
+		t.Skip("detools not on PATH (build c/ of github.com/eerimoq/detools): cross-check skipped")
+	}
+	dir := t.TempDir()
+	for i, p := range realPairs(t) {
+		for _, c := range createCompressions {
+			patch := filepath.Join(dir, fmt.Sprint(i, c))
+			out := filepath.Join(dir, fmt.Sprint(i, c, ".new"))
+			oldPath := filepath.Join(testdataDir, p.old)
+			if err := os.WriteFile(patch, create(t, p.oldData, p.newData, c), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if msg, err := exec.Command(detools, "apply_patch", oldPath, patch, out).CombinedOutput(); err != nil {
+				t.Fatalf("%s %v: detools refused our patch: %v: %s", p.name, c, err, msg)
+			}
+			if got, _ := os.ReadFile(out); !bytes.Equal(got, p.newData) {
+				t.Errorf("%s %v: detools applied our patch to a different image", p.name, c)
+			}
+		}
+	}
+}
+
 func TestSuffixArrayIsSorted(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
 	inputs := [][]byte{nil, {0}, {1, 1, 1, 1}, []byte("mississippi"), []byte("abracadabra"), bytes.Repeat([]byte("ab"), 100)}
