@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"sync"
 
 	"github.com/ecu-kubelet/ecu-kubelet/flash/image"
 )
@@ -68,6 +69,13 @@ func (b *bootloader) trailerOff() int64 { return int64(b.f.geom.SlotSize - b.f.g
 type bootloader struct {
 	f             *flashMem
 	confirmWithin int
+
+	mu    sync.Mutex
+	cache [2]struct {
+		gen  uint64
+		ok   bool
+		info slotInfo
+	}
 }
 
 func (b *bootloader) readTrailer(s int) trailer {
@@ -88,8 +96,25 @@ func (b *bootloader) readTrailer(s int) trailer {
 	return t
 }
 
-// inspect reads and checks slot s.
+// inspect reads and checks slot s, hashing it only when it changed since
+// the last time: DIDs and Status read it often.
 func (b *bootloader) inspect(s int) slotInfo {
+	gen := b.f.generation(s)
+	b.mu.Lock()
+	if c := b.cache[s]; c.ok && c.gen == gen {
+		b.mu.Unlock()
+		return c.info
+	}
+	b.mu.Unlock()
+	in := b.inspectFlash(s)
+	b.mu.Lock()
+	b.cache[s].gen, b.cache[s].ok, b.cache[s].info = gen, true, in
+	b.mu.Unlock()
+	return in
+}
+
+// inspectFlash reads and checks slot s.
+func (b *bootloader) inspectFlash(s int) slotInfo {
 	in := slotInfo{tr: b.readTrailer(s)}
 	region := b.f.read(s, 0, b.trailerOff())
 	h, img, err := image.Parse(region)
@@ -174,6 +199,7 @@ func (b *bootloader) install(s int, img []byte, seq uint32) {
 	f := b.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.gen[s]++
 	copy(f.slots[s], img)
 	t := f.slots[s][b.trailerOff():]
 	copy(t, trailerMagic)

@@ -22,6 +22,7 @@ type flashMem struct {
 
 	mu    sync.Mutex
 	slots [2][]byte
+	gen   [2]uint64 // counts the changes of each slot, for caches of its content
 }
 
 func newFlash(g vehicle.Flash) *flashMem {
@@ -54,6 +55,7 @@ func (f *flashMem) erase(ctx context.Context, s, sector int) error {
 	defer f.mu.Unlock()
 	off := uint64(sector) * f.geom.SectorSize
 	fill(f.slots[s][off:off+f.geom.SectorSize], 0xFF)
+	f.gen[s]++
 	return nil
 }
 
@@ -74,7 +76,15 @@ func (f *flashMem) program(ctx context.Context, s int, off int64, p []byte) erro
 		}
 	}
 	copy(dst, p)
+	f.gen[s]++
 	return nil
+}
+
+// generation returns the change count of slot s.
+func (f *flashMem) generation(s int) uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.gen[s]
 }
 
 // read copies n bytes at off of slot s.

@@ -218,3 +218,7 @@ func mustBuild(t testing.TB, version string, release uint32, payload []byte) []b
 	}
 	return img
 }
+
+func imageHeader(version, hw string) image.Header {
+	return image.Header{Version: version, HardwareID: hw, ReleaseCounter: 1}
+}
