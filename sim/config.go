@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/ecu-kubelet/ecu-kubelet/flash/image"
@@ -147,6 +148,9 @@ func (c *ECUConfig) check(p string) error {
 	}
 	if c.AutoConfirm != nil && *c.AutoConfirm < 0 {
 		return &vehicle.FieldError{Path: p + ".autoConfirm", Reason: "must not be negative"}
+	}
+	if !slices.Contains([]int{0, 8, 12, 16, 20, 24, 32, 48, 64}, c.TxDL) {
+		return &vehicle.FieldError{Path: p + ".txDL", Reason: fmt.Sprintf("%d: want 8 for classic CAN or a CAN FD length 12, 16, 20, 24, 32, 48 or 64", c.TxDL)}
 	}
 	if c.DeltaMemory < 0 {
 		return &vehicle.FieldError{Path: p + ".deltaMemory", Reason: "must not be negative"}

@@ -18,6 +18,7 @@ func TestDecodeConfigRejects(t *testing.T) {
 		{"file and version", `{slots: {a: {file: x, version: "1"}}}`, "either file or version"},
 		{"no version", `{slots: {a: {payloadSize: 10}}}`, "ecus[0].simulation.slots.a: image: version: empty"},
 		{"negative boot time", `{slots: {a: {version: "1", payloadSize: 10}}, bootTime: -1s}`, "ecus[0].simulation.bootTime"},
+		{"bad txDL", `{slots: {a: {version: "1", payloadSize: 10}}, txDL: 10}`, "ecus[0].simulation.txDL"},
 		{"bad fault", `{slots: {a: {version: "1", payloadSize: 10}}, faults: [{kind: nrc, service: 0x36, step: 1}]}`, "ecus[0].simulation.faults[0].code"},
 	}
 	for _, tt := range tests {

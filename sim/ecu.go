@@ -160,22 +160,21 @@ func (e *ECU) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if c == nil {
-				continue // the power failed while booting, or the image crashed
-			}
+			return fmt.Errorf("sim: %s: booting: %w", e.Name(), err)
 		}
 		if c == nil {
-			continue
+			continue // the power failed while booting, or the image crashed
 		}
 		dead := func() bool { e.mu.Lock(); defer e.mu.Unlock(); return c.lost }
 		t := c.server.Timing()
 		g := &gate{Transport: phys, ecu: e, dead: dead, timing: t}
 		fg := &gate{Transport: fun, ecu: e, dead: dead, functional: true, timing: t}
-		if err := c.server.Serve(c.ctx, g, fg); err != nil && ctx.Err() == nil {
-			e.log.Warn("serving stopped", zap.Error(err))
-		}
+		err = c.server.Serve(c.ctx, g, fg)
 		c.cancel()
 		c.prog.abort()
+		if err != nil && ctx.Err() == nil {
+			return fmt.Errorf("sim: %s: the bus failed: %w", e.Name(), err)
+		}
 	}
 	return nil
 }
@@ -659,13 +658,13 @@ func (p *programmer) StartDownload(r uds.DownloadRequest) error {
 	p.c.verified[s] = false
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.slot, p.off, p.written, p.delta, p.active = s, 0, 0, r.DataFormat == FormatDelta, true
+	p.slot, p.off, p.written, p.delta = s, 0, 0, r.DataFormat == FormatDelta
 	if p.delta {
 		a, _ := e.running()
-		in := e.boot.inspect(a)
-		if a < 0 || in.err != nil {
-			return uds.ConditionsNotCorrect
+		if a < 0 {
+			return uds.ConditionsNotCorrect // no base image to patch
 		}
+		in := e.boot.inspect(a)
 		pr, pw := io.Pipe()
 		done := make(chan error, 1)
 		p.pw, p.done = pw, done
@@ -676,6 +675,7 @@ func (p *programmer) StartDownload(r uds.DownloadRequest) error {
 			done <- err
 		}()
 	}
+	p.active = true
 	e.log.Info("download started", zap.String("slot", slotName(s)), zap.Bool("delta", p.delta), zap.Uint64("size", r.Size))
 	return nil
 }

@@ -289,3 +289,33 @@ func TestSlotDIDs(t *testing.T) {
 		}
 	})
 }
+
+func TestNoImageBootsIntoBootloader(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := newDirect(t, testImage(t, "1.0.0", 1, 5000), "")
+		// Destroy slot A's image behind the bootloader's back, as a fault
+		// outside the model would.
+		d.e.flash.mu.Lock()
+		d.e.flash.slots[0][200] ^= 0xFF
+		d.e.flash.gen[0]++
+		d.e.flash.mu.Unlock()
+		d.want(0, 0x11, 0x01)
+		if st := d.e.Status(); st.State != StateBootloader || st.ActiveSlot != "" {
+			t.Fatalf("without a valid image: %+v", st)
+		}
+		// The bootloader takes a full image into slot A, but no delta.
+		d.unlock()
+		d.want(0, 0x31, 0x01, 0xFF, 0x00)
+		d.want(uds.ConditionsNotCorrect, requestDownload(FormatDelta, d.e.slotBase(0), 100)...)
+		d.want(0, 0x31, 0x01, 0xFF, 0x00) // a refused download leaves nothing in progress
+		img := testImage(t, "1.0.1", 1, 5000)
+		d.download(FormatFullImage, img)
+		d.want(0, verifyReq(img)...)
+		d.want(0, 0x31, 0x01, 0xFF, 0x02)
+		d.want(0, 0x11, 0x01)
+		d.want(0, 0x31, 0x01, 0xFF, 0x03)
+		if st := d.e.Status(); st.State != StateRunning || st.ActiveSlot != "A" || st.Slots[0].Version != "1.0.1" {
+			t.Fatalf("after flashing from the bootloader: %+v", st)
+		}
+	})
+}
