@@ -10,6 +10,11 @@ package delta
 // and length, so the cheapest encoding from every position is found by
 // dynamic programming from the end. heatshrink's own encoder is greedy.
 func heatshrinkEncode(data []byte, p HeatshrinkParams) ([]byte, error) {
+	// heatshrinkMaxChain bounds the earlier positions tried for a match:
+	// it covers every position of a window up to 2^10 bytes, so the parse
+	// stays optimal there, and keeps larger windows from costing a walk of
+	// the whole window at every byte.
+	const heatshrinkMaxChain = 1 << 10
 	param, err := p.Byte()
 	if err != nil {
 		return nil, err
@@ -32,7 +37,7 @@ func heatshrinkEncode(data []byte, p HeatshrinkParams) ([]byte, error) {
 	for i := 0; i+1 < n; i++ {
 		h := int(data[i])<<8 | int(data[i+1])
 		limit := min(maxLen, n-i)
-		for j := head[h]; j >= 0 && i-int(j) <= maxDist; j = prev[j] {
+		for j, depth := head[h], 0; j >= 0 && i-int(j) <= maxDist && depth < heatshrinkMaxChain; j, depth = prev[j], depth+1 {
 			if l := int(refLen[i]); data[int(j)+l] != data[i+l] {
 				continue // cannot be longer than the best so far
 			}
