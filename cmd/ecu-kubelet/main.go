@@ -42,6 +42,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(newBusCmd(g))
 	root.AddCommand(newDeltaCmd(g))
 	root.AddCommand(newUDSCmd(g))
+	root.AddCommand(newSimCmd(g))
 	return root
 }
 
