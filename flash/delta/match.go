@@ -106,17 +106,19 @@ func commonPrefix(a, b []byte) int {
 // Chunk selection settings, tuned on the MicroPython pair (see
 // docs/benchmarks-delta-draft.md): a new exact match is taken when it is
 // longer than the approximate match at the current offset by more than
-// matchSlack bytes (bsdiff: 8), and a match is extended approximately while
-// more than 1/extendRatio of the bytes agree (bsdiff: half).
+// matchSlack bytes (bsdiff: 8) plus a byte for every byte the jump adds to
+// the adjustment, and a match is extended approximately while more than
+// 1/extendRatio of the bytes agree (bsdiff: half).
 const (
-	matchSlack  = 6
-	extendRatio = 4
+	matchSlack  = 5
+	extendRatio = 5
 )
 
 // selectChunks splits new into chunks the way bsdiff does (Colin Percival,
 // "Naive differences of executable code", 2003), retuned: it scans new for
 // exact matches in old that are longer than the approximate match at the
-// current offset by more than matchSlack bytes, then extends each match
+// current offset by more than matchSlack bytes (more for far jumps, whose
+// adjustments cost more), then extends each match
 // forwards and backwards approximately, so that pointer shifts and small
 // edits stay in the diff, which compresses well, instead of the extra data.
 // Of equally long matches it takes the one nearest the current offset.
@@ -142,7 +144,9 @@ func selectChunks(m *matcher, new []byte) []chunk {
 					oldScore++
 				}
 			}
-			if (n == oldScore && n != 0) || n > oldScore+matchSlack {
+			// A far jump costs longer adjustments, there and back.
+			jump := len(AppendSize(nil, int64(pos-scan-lastOffset))) - 1
+			if (n == oldScore && n != 0) || n > oldScore+matchSlack+jump {
 				break
 			}
 			if agrees(scan, lastOffset) {
