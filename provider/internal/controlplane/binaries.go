@@ -229,7 +229,7 @@ func (m toolsModule) build(ctx context.Context, src, dir string, logf func(strin
 		if ctx.Err() != nil {
 			return fmt.Errorf("controlplane: fetching the modules of %s: %w", what, ctx.Err())
 		}
-		return fmt.Errorf("%w: fetching the modules of %s in %s failed (is the module proxy %s reachable?): %v", ErrUnavailable, what, src, goEnvValue("GOPROXY"), err)
+		return fmt.Errorf("%w: fetching the modules of %s in %s failed; is the module proxy reachable (GOPROXY=%s)? %v", ErrUnavailable, what, src, goEnvValue("GOPROXY"), err)
 	}
 	var stamp []string
 	if m.stampedBy != "" {
