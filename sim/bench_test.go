@@ -2,9 +2,11 @@ package sim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,11 +95,19 @@ func BenchmarkECUs(b *testing.B) {
 			b.ResetTimer()
 			start := time.Now()
 			var rw sync.WaitGroup
+			var timeouts atomic.Int64
 			per := max(b.N/n, 1)
 			for _, c := range clients {
 				rw.Go(func() {
 					for range per {
-						if _, err := c.ReadDataByIdentifier(ctx, uds.DIDECUSoftwareVersionNumber); err != nil {
+						_, err := c.ReadDataByIdentifier(ctx, uds.DIDECUSoftwareVersionNumber)
+						var te *uds.TimeoutError
+						switch {
+						case errors.As(err, &te):
+							// Real time on a loaded machine: a stall
+							// past P2 now and then; counted, not fatal.
+							timeouts.Add(1)
+						case err != nil:
 							b.Error(err)
 							return
 						}
@@ -106,6 +116,7 @@ func BenchmarkECUs(b *testing.B) {
 			}
 			rw.Wait()
 			b.ReportMetric(float64(per*n)/time.Since(start).Seconds(), "requests/s")
+			b.ReportMetric(float64(timeouts.Load()), "timeouts")
 			b.ReportMetric(heap, "MiB/ecu")
 			b.StopTimer()
 			cancel()
