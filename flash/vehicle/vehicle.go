@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/ecu-kubelet/ecu-kubelet/uds/canbus"
@@ -337,6 +338,14 @@ func (e *ECU) checkAddressing(p string, ids map[string]string) error {
 		}
 		if err := claim("responseId", a.ResponseID, false); err != nil {
 			return err
+		}
+		// ECUs share a functional identifier, but no ECU may use it
+		// physically.
+		key := fmt.Sprintf("%s/false/%x", e.Bus, a.FunctionalID)
+		if other, used := ids[key]; used && !strings.HasSuffix(other, ".functionalId") {
+			return &FieldError{p + ".functionalId", fmt.Sprintf("identifier %#x is already %s on bus %q", a.FunctionalID, other, e.Bus)}
+		} else if !used {
+			ids[key] = e.path + ".addressing.functionalId"
 		}
 	case NormalFixed:
 		if a.RequestID != 0 || a.ResponseID != 0 || a.FunctionalID != 0 {

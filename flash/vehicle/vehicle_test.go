@@ -131,6 +131,15 @@ func TestAddressSharedOnBusRejected(t *testing.T) {
 	if !errors.As(err, &fe) || fe.Path != "ecus[2].addressing.responseId" {
 		t.Fatalf("err = %v, want a FieldError of ecus[2].addressing.responseId", err)
 	}
+	// Nor may an ECU take the functional identifier, in either order.
+	for _, doc := range []string{
+		strings.Replace(doc, "requestId: 0x7E1, responseId: 0x7E0", "requestId: 0x7E1, responseId: 0x7DF", 1),
+		strings.Replace(doc, "requestId: 0x7E1, responseId: 0x7E0", "requestId: 0x7E1, responseId: 0x7E9, functionalId: 0x7E8", 1),
+	} {
+		if _, err := Parse([]byte(doc)); !errors.As(err, &fe) || !strings.Contains(fe.Path, "ecus[2].addressing") {
+			t.Errorf("functional identifier used physically: err = %v", err)
+		}
+	}
 	// The same identifiers on another bus are fine.
 	if _, err := Parse([]byte(strings.Replace(doc, "bus: body\n    addressing: {requestId: 0x7E1", "bus: chassis\n    addressing: {requestId: 0x7E1", 1))); err != nil {
 		t.Fatalf("identifiers on another bus: %v", err)
