@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -87,6 +88,22 @@ func create(tb testing.TB, old, new []byte, c Compression) []byte {
 	return b.Bytes()
 }
 
+// patchCache holds the patches of the real pairs, which several tests
+// check, so that each is created once per test binary.
+var patchCache sync.Map // key: pair name and compression
+
+// pairPatch returns our patch of p with compression c.
+func pairPatch(tb testing.TB, p *imagePair, c Compression) []byte {
+	tb.Helper()
+	key := fmt.Sprint(p.name, "/", c)
+	if patch, ok := patchCache.Load(key); ok {
+		return patch.([]byte)
+	}
+	patch := create(tb, p.oldData, p.newData, c)
+	patchCache.Store(key, patch)
+	return patch
+}
+
 // roundTrip applies patch to old with the package's applier and checks
 // that it gives new.
 func roundTrip(tb testing.TB, old, new, patch []byte) {
@@ -111,7 +128,7 @@ func TestCreateRoundTripsRealPairs(t *testing.T) {
 				continue
 			}
 			t.Run(fmt.Sprintf("%s/%v", p.name, c), func(t *testing.T) {
-				patch := create(t, p.oldData, p.newData, c)
+				patch := pairPatch(t, p, c)
 				roundTrip(t, p.oldData, p.newData, patch)
 				t.Logf("%d bytes, %.2f%% of the new image", len(patch), percent(len(patch), len(p.newData)))
 			})
@@ -128,7 +145,7 @@ func TestCreateBeatsDetools(t *testing.T) {
 			if !ok || len(p.newData) == 0 {
 				continue
 			}
-			ours := len(create(t, p.oldData, p.newData, c))
+			ours := len(pairPatch(t, p, c))
 			if ours >= theirs {
 				t.Errorf("%s %v: our patch has %d bytes, detools' %d", p.name, c, ours, theirs)
 			}
@@ -149,7 +166,7 @@ func TestCreateKeepsItsRatios(t *testing.T) {
 			c       Compression
 			percent float64
 		}{{CompressionLZMA, 11.1}, {CompressionHeatshrink, 14.9}} {
-			n := len(create(t, p.oldData, p.newData, tc.c))
+			n := len(pairPatch(t, p, tc.c))
 			if got := percent(n, len(p.newData)); got > tc.percent {
 				t.Errorf("%v patch is %.2f%% of the new image, want at most %.1f%%", tc.c, got, tc.percent)
 			}
@@ -387,7 +404,7 @@ func TestCreateAppliesWithDetools(t *testing.T) {
 			patch := filepath.Join(dir, fmt.Sprint(i, c))
 			out := filepath.Join(dir, fmt.Sprint(i, c, ".new"))
 			oldPath := filepath.Join(testdataDir, p.old)
-			if err := os.WriteFile(patch, create(t, p.oldData, p.newData, c), 0o644); err != nil {
+			if err := os.WriteFile(patch, pairPatch(t, p, c), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			if msg, err := exec.Command(detools, "apply_patch", oldPath, patch, out).CombinedOutput(); err != nil {
