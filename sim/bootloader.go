@@ -116,8 +116,11 @@ func (b *bootloader) inspect(s int) slotInfo {
 // inspectFlash reads and checks slot s.
 func (b *bootloader) inspectFlash(s int) slotInfo {
 	in := slotInfo{tr: b.readTrailer(s)}
-	region := b.f.read(s, 0, b.trailerOff())
-	h, img, err := image.Parse(region)
+	// Parsed in place, under the flash's lock: an ECU has no RAM for a
+	// copy of its slot.
+	b.f.mu.Lock()
+	defer b.f.mu.Unlock()
+	h, img, err := image.Parse(b.f.slots[s][:b.trailerOff()])
 	if err == image.ErrNotImage {
 		in.empty = true
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"runtime"
 	"testing"
 	"testing/synctest"
 
@@ -316,6 +317,47 @@ func TestNoImageBootsIntoBootloader(t *testing.T) {
 		d.want(0, 0x31, 0x01, 0xFF, 0x03)
 		if st := d.e.Status(); st.State != StateRunning || st.ActiveSlot != "A" || st.Slots[0].Version != "1.0.1" {
 			t.Fatalf("after flashing from the bootloader: %+v", st)
+		}
+	})
+}
+
+// TestDeltaDownloadMemoryBounded applies a delta to a 512 KiB image and
+// checks that the download allocates no more than the applier's memory
+// limit and some buffers, less than the image: the patch streams through
+// the applier into flash.
+func TestDeltaDownloadMemoryBounded(t *testing.T) {
+	old := testImage(t, "1.0.0", 1, 512<<10)
+	payload := bytes.Clone(old[image.HeaderSize:])
+	copy(payload[100000:], "a changed function")
+	newImg := mustBuild(t, "1.1.0", 2, payload)
+	patch := makeDelta(t, old, newImg)
+	synctest.Test(t, func(t *testing.T) {
+		e := testVehicleSized(t, 1<<20, "slots: {a: {file: "+writeImageOnce(t, old)+"}}")
+		cfg, err := DecodeConfig(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ecu, err := newECU(cfg, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ecu.bus = &faultBus{plan: ecu.faults}
+		d := &direct{t: t, e: ecu}
+		d.boot()
+		t.Cleanup(func() { d.c.cancel(); d.c.prog.abort() })
+		d.unlock()
+		d.want(0, 0x31, 0x01, 0xFF, 0x00)
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		d.download(FormatDelta, patch)
+		runtime.ReadMemStats(&after)
+		alloc := after.TotalAlloc - before.TotalAlloc
+		t.Logf("a %d-byte patch made a %d-byte image with %d bytes allocated", len(patch), len(newImg), alloc)
+		if alloc > DefaultDeltaMemory+64<<10 || alloc > uint64(len(newImg)) {
+			t.Errorf("the delta download allocated %d bytes for a %d-byte image", alloc, len(newImg))
+		}
+		if r := d.want(0, verifyReq(newImg)...); r[4] != VerifyOK {
+			t.Fatalf("verify: % X", r)
 		}
 	})
 }
