@@ -212,3 +212,22 @@ func TestFaultPlansRejected(t *testing.T) {
 		}
 	}
 }
+
+func TestInjectAtRunTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _, _ := faultBench(t, "", "")
+		ctx := context.Background()
+		if err := b.ecu.Inject(Fault{Kind: FaultNRC, Service: 0x3E, Step: 1, Code: byte(uds.BusyRepeatRequest)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.client.TesterPresent(ctx, 0); !errors.Is(err, uds.BusyRepeatRequest) {
+			t.Fatalf("TesterPresent: %v, want the injected busyRepeatRequest", err)
+		}
+		if err := b.client.TesterPresent(ctx, 0); err != nil {
+			t.Fatalf("the fault fired twice: %v", err)
+		}
+		if err := b.ecu.Inject(Fault{Kind: "meteor"}); err == nil {
+			t.Fatal("Inject took an unknown fault kind")
+		}
+	})
+}
