@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/ecu-kubelet/ecu-kubelet/flash/image"
 	"github.com/ecu-kubelet/ecu-kubelet/flash/vehicle"
 	"github.com/ecu-kubelet/ecu-kubelet/uds"
 	"github.com/ecu-kubelet/ecu-kubelet/uds/canbus"
@@ -104,12 +106,37 @@ ecus:
 		if err != nil || len(res) != 1 || res[0].Err != nil || len(res[0].Response) == 0 {
 			t.Fatalf("functional TesterPresent: %+v, %v", res, err)
 		}
+		// A whole flash in CAN FD frames.
+		img, err := SyntheticImage(image.Header{Version: "3.2.0", HardwareID: "GW-HW", ReleaseCounter: 8}, 60000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.RoutineControl(ctx, uds.StartRoutine, RoutineEraseInactive, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Download(ctx, uds.DownloadRequest{Address: spec.Flash.SlotB, Size: uint64(len(img))}, img, nil); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(img)
+		if res, err := c.RoutineControl(ctx, uds.StartRoutine, RoutineVerify, sum[:]); err != nil || res[0] != VerifyOK {
+			t.Fatalf("verify: % X, %v", res, err)
+		}
+		if _, err := c.RoutineControl(ctx, uds.StartRoutine, RoutineActivate, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.ECUReset(ctx, uds.HardReset); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		if _, err := c.RoutineControl(ctx, uds.StartRoutine, RoutineConfirm, nil); err != nil {
+			t.Fatal(err)
+		}
 		js, err := json.Marshal(ecu.Status())
 		if err != nil {
 			t.Fatal(err)
 		}
 		var back ECUStatus
-		if err := json.Unmarshal(js, &back); err != nil || back.ActiveSlot != "A" || back.Slots[0].Version != "3.1.4" || back.Session != uds.ProgrammingSession.String() {
+		if err := json.Unmarshal(js, &back); err != nil || back.ActiveSlot != "B" || back.Slots[1].Version != "3.2.0" || !back.Slots[1].Confirmed || back.Slots[0].Version != "3.1.4" || back.Session != uds.DefaultSession.String() {
 			t.Fatalf("status %s: %+v, %v", js, back, err)
 		}
 	})

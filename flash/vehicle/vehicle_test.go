@@ -194,8 +194,8 @@ func FuzzParse(f *testing.F) {
 			if e.Flash.SectorSize == 0 || e.Flash.ImageCapacity() == 0 {
 				t.Fatalf("%s: geometry %+v", e.Name, e.Flash)
 			}
-			var any map[string]any
-			_ = e.Simulation.Decode(&any)
+			var section map[string]any
+			_ = e.Simulation.Decode(&section)
 		}
 	})
 }
