@@ -31,7 +31,7 @@ ecus:
     hardwareId: %s
     flash: {slotSize: 1048576, sectorSize: 4096, slotA: 0x0, slotB: 0x100000}
     simulation: {slots: {a: {file: %s}}, bootTime: 1ms}
-`, url, testHW, writeImageOnce(b, testImage(b, "1.0.0", 1, 512<<10)))
+`, url, testHW, imageFile(b, testImage(b, "1.0.0", 1, 512<<10)))
 	v, err := vehicle.Parse([]byte(doc))
 	if err != nil {
 		b.Fatal(err)

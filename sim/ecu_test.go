@@ -2,24 +2,12 @@ package sim
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/ecu-kubelet/ecu-kubelet/uds"
 )
-
-// writeImage writes img to a file in a test directory and returns its path.
-func writeImage(t testing.TB, img []byte) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "img.bin")
-	if err := os.WriteFile(p, img, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 func TestFullFlashBootsNewImage(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -54,7 +42,7 @@ func TestDeltaFlashBootsNewImage(t *testing.T) {
 		payload := append([]byte(nil), oldImg[128:]...)
 		copy(payload[5000:], "a changed function")
 		newImg := mustBuild(t, "1.1.0", 2, payload)
-		e := testVehicle(t, "slots: {a: {file: "+writeImage(t, oldImg)+"}}")
+		e := testVehicle(t, "slots: {a: {file: "+imageFile(t, oldImg)+"}}")
 		b := newBench(t, e)
 		ctx := context.Background()
 		patch := makeDelta(t, oldImg, newImg)

@@ -20,7 +20,7 @@ func faultBench(t *testing.T, faults string, extra string) (b *bench, old, new [
 	t.Helper()
 	old = testImage(t, "1.0.0", 1, 20000)
 	new = testImage(t, "2.0.0", 2, 20000)
-	sim := "slots: {a: {file: " + writeImageOnce(t, old) + "}}\n" + extra + "\n"
+	sim := "slots: {a: {file: " + imageFile(t, old) + "}}\n" + extra + "\n"
 	if faults != "" {
 		sim += "faults:\n" + indent(faults, "  ")
 	}

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -221,4 +224,51 @@ func mustBuild(t testing.TB, version string, release uint32, payload []byte) []b
 
 func imageHeader(version, hw string) image.Header {
 	return image.Header{Version: version, HardwareID: hw, ReleaseCounter: 1}
+}
+
+// detoolsFile reads a file of shared/testdata/detools, which sits beside
+// the module root (../shared from a checkout), as flash/delta's tests
+// find it. Without it ok is false, except under CI=true where a missing
+// file is a failure.
+func detoolsFile(tb testing.TB, rel string) (b []byte, ok bool) {
+	tb.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dir := wd
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			break
+		}
+		if filepath.Dir(dir) == dir {
+			tb.Fatalf("no go.mod above %s", wd)
+		}
+		dir = filepath.Dir(dir)
+	}
+	p := filepath.Join(dir, "..", "shared", "testdata", "detools", rel)
+	b, err = os.ReadFile(p)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			tb.Fatalf("detools test data missing: %v; check out shared/ beside the module", err)
+		}
+		return nil, false
+	}
+	return b, true
+}
+
+// imageFile writes img to a file of the test's temporary directory and
+// returns its path as a YAML double-quoted string, for the `file:` of a
+// slot (subtest names put spaces and commas in the path).
+func imageFile(tb testing.TB, img []byte) string {
+	tb.Helper()
+	f, err := os.CreateTemp(tb.TempDir(), "image-*.bin")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(img); err != nil {
+		tb.Fatal(err)
+	}
+	return strconv.Quote(f.Name())
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"testing"
 	"testing/synctest"
 
@@ -120,9 +119,9 @@ func (d *direct) checkBootsValid(old, new []byte, what string) {
 // pair of detools' tests, wrapped in image headers, or synthetic images
 // when the test data is missing.
 func invariantPair(t testing.TB) (old, new []byte) {
-	o, err1 := os.ReadFile("../../shared/testdata/detools/programmer/0.8.0.bin")
-	n, err2 := os.ReadFile("../../shared/testdata/detools/programmer/0.9.0.bin")
-	if err1 != nil || err2 != nil {
+	o, ok1 := detoolsFile(t, "programmer/0.8.0.bin")
+	n, ok2 := detoolsFile(t, "programmer/0.9.0.bin")
+	if !ok1 || !ok2 {
 		o = testImage(t, "0.8.0", 1, 23504)[image.HeaderSize:]
 		n = bytes.Clone(o)
 		copy(n[1000:], "version 0.9.0 of the programmer")
@@ -147,6 +146,11 @@ func TestInvariantFaultsDuringFlash(t *testing.T) {
 	r := rand.New(rand.NewPCG(seed, 1))
 	phases := []string{PhaseErase, PhaseTransferExit, PhaseVerify, PhaseActivate, PhaseConfirm, PhaseBoot}
 	fired := map[string]int{}
+	// Slot B holds an older image that must never boot again.
+	base, err := DecodeConfig(testVehicle(t, "slots: {a: {file: "+imageFile(t, old)+"}, b: {file: "+imageFile(t, older)+"}}"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for run := range runs {
 		format, data := FormatFullImage, new
 		if run%2 == 1 {
@@ -170,12 +174,7 @@ func TestInvariantFaultsDuringFlash(t *testing.T) {
 			what += fmt.Sprintf(" at byte %d", *f.AtByte)
 		}
 		synctest.Test(t, func(t *testing.T) {
-			// Slot B holds an older image that must never boot again.
-			e := testVehicle(t, "slots: {a: {file: "+writeImageOnce(t, old)+"}, b: {file: "+writeImageOnce(t, older)+"}}")
-			cfg, err := DecodeConfig(e)
-			if err != nil {
-				t.Fatal(err)
-			}
+			cfg := base
 			cfg.Faults = []Fault{f}
 			ecu, err := newECU(cfg, nil, nil)
 			if err != nil {
@@ -206,24 +205,4 @@ func TestInvariantFaultsDuringFlash(t *testing.T) {
 		}
 	}
 	t.Logf("%d flashes; faults that struck: %v", runs, fired)
-}
-
-var imageFiles = map[[32]byte]string{}
-
-// writeImageOnce writes img to a file shared by the tests of this process.
-func writeImageOnce(t testing.TB, img []byte) string {
-	sum := sha256.Sum256(img)
-	if p, ok := imageFiles[sum]; ok {
-		return p
-	}
-	f, err := os.CreateTemp("", "sim-image-*.bin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.Write(img); err != nil {
-		t.Fatal(err)
-	}
-	imageFiles[sum] = f.Name()
-	return f.Name()
 }

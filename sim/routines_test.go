@@ -16,7 +16,7 @@ import (
 // bus. Call it inside a synctest bubble.
 func newDirect(t *testing.T, old []byte, extra string) *direct {
 	t.Helper()
-	e := testVehicle(t, "slots: {a: {file: "+writeImageOnce(t, old)+"}}\n"+extra)
+	e := testVehicle(t, "slots: {a: {file: "+imageFile(t, old)+"}}\n"+extra)
 	cfg, err := DecodeConfig(e)
 	if err != nil {
 		t.Fatal(err)
@@ -332,7 +332,7 @@ func TestDeltaDownloadMemoryBounded(t *testing.T) {
 	newImg := mustBuild(t, "1.1.0", 2, payload)
 	patch := makeDelta(t, old, newImg)
 	synctest.Test(t, func(t *testing.T) {
-		e := testVehicleSized(t, 1<<20, "slots: {a: {file: "+writeImageOnce(t, old)+"}}")
+		e := testVehicleSized(t, 1<<20, "slots: {a: {file: "+imageFile(t, old)+"}}")
 		cfg, err := DecodeConfig(e)
 		if err != nil {
 			t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"os"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -146,15 +145,15 @@ ecus:
 // (141,800 bytes) as a delta over ISO-TP: only the patch crosses the
 // bus, and the ECU applies it from slot A into slot B.
 func TestDeltaFlashOfRealFirmware(t *testing.T) {
-	o, err1 := os.ReadFile("../../shared/testdata/detools/shell/old")
-	n, err2 := os.ReadFile("../../shared/testdata/detools/shell/new")
-	if err1 != nil || err2 != nil {
-		t.Skip("shared/testdata/detools/shell is missing")
+	o, ok1 := detoolsFile(t, "shell/old")
+	n, ok2 := detoolsFile(t, "shell/new")
+	if !ok1 || !ok2 {
+		t.Skip("shared/testdata/detools/shell not found beside the module root")
 	}
 	oldImg, newImg := mustBuild(t, "1.0.0", 1, o), mustBuild(t, "1.1.0", 2, n)
 	patch := makeDelta(t, oldImg, newImg)
 	synctest.Test(t, func(t *testing.T) {
-		e := testVehicleSized(t, 256<<10, "slots: {a: {file: "+writeImageOnce(t, oldImg)+"}}")
+		e := testVehicleSized(t, 256<<10, "slots: {a: {file: "+imageFile(t, oldImg)+"}}")
 		b := newBench(t, e)
 		start := time.Now()
 		if err := b.program(context.Background(), FormatDelta, patch, newImg); err != nil {
