@@ -158,7 +158,8 @@ func (p *faultPlan) take(match func(f *Fault) bool) (Fault, bool) {
 	return Fault{}, false
 }
 
-// has reports whether an unfired or lasting fault matches, without firing.
+// has reports whether any fault matches, fired or not, without firing
+// one: bootFailure and neverConfirm last for the ECU's life.
 func (p *faultPlan) has(match func(f *Fault) bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
