@@ -743,18 +743,20 @@ func (p *programmer) FinishDownload() ([]byte, error) {
 	pw, done := p.pw, p.done
 	p.active = false
 	p.mu.Unlock()
-	if done == nil {
-		return nil, nil
+	if done != nil {
+		pw.Close()
+		err := <-done
+		p.mu.Lock()
+		p.pw, p.done = nil, nil
+		p.mu.Unlock()
+		if err != nil {
+			p.e.log.Info("delta download failed", zap.Error(err))
+			return nil, uds.GeneralProgrammingFailure
+		}
 	}
-	pw.Close()
-	err := <-done
 	p.mu.Lock()
-	p.pw, p.done = nil, nil
-	p.mu.Unlock()
-	if err != nil {
-		p.e.log.Info("delta download failed", zap.Error(err))
-		return nil, uds.GeneralProgrammingFailure
-	}
+	defer p.mu.Unlock()
+	p.e.log.Info("download complete", zap.String("slot", slotName(p.slot)), zap.Int64("received", p.written), zap.Int64("programmed", p.off))
 	return nil, nil
 }
 
