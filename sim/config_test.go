@@ -36,7 +36,7 @@ func TestDecodeConfigOtherHardwareRejected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = DecodeConfig(testVehicle(t, "slots: {a: {file: "+writeImageOnce(t, img)+"}}"))
+	_, err = DecodeConfig(testVehicle(t, "slots: {a: {file: "+imageFile(t, img)+"}}"))
 	if err == nil || !strings.Contains(err.Error(), `image is for hardware "OTHER-HW"`) {
 		t.Fatalf("err = %v", err)
 	}
