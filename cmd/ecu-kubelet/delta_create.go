@@ -66,7 +66,7 @@ complete.`,
 	cmd.Flags().BoolVar(&envelope, "envelope", false, "precede the patch with an envelope (base and target SHA-256, target size)")
 	cmd.Flags().Uint8Var(&window, "heatshrink-window", delta.DefaultHeatshrinkParams.WindowBits, "heatshrink window size as a power of two (4 to 15)")
 	cmd.Flags().Uint8Var(&lookahead, "heatshrink-lookahead", delta.DefaultHeatshrinkParams.LookaheadBits, "heatshrink lookahead size as a power of two (3 to window-1)")
-	cmd.Flags().IntVar(&dictCap, "lzma-dict", 0, "largest LZMA dictionary in bytes, which the ECU must hold (0: as large as the patch data needs)")
+	cmd.Flags().IntVar(&dictCap, "lzma-dict", delta.DefaultLZMADictCap, "largest LZMA dictionary in bytes, which the ECU must hold in RAM while applying (-1: as large as the patch data needs)")
 	return cmd
 }
 

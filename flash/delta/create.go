@@ -17,12 +17,17 @@ type CreateOptions struct {
 	// usually built with.
 	Heatshrink HeatshrinkParams
 	// LZMADictCap caps the LZMA dictionary, which the applier must hold in
-	// memory (at least 4 KiB); zero means no cap. The dictionary is
-	// otherwise the smallest power of two (at least 4 KiB) that holds all
-	// of the patch data. Measured on the MicroPython pair, a 16 KiB
-	// dictionary makes the patch 0.25% larger.
+	// memory (at least 4 KiB); zero means DefaultLZMADictCap and a
+	// negative value no cap, when the dictionary is the smallest power of
+	// two (at least 4 KiB) that holds all of the patch data.
 	LZMADictCap int
 }
+
+// DefaultLZMADictCap is the LZMA dictionary of patches made with default
+// options: a bootloader applying them holds it in RAM, and patch data gains
+// little from more. On the MicroPython ESP8266 pair a 32 KiB dictionary
+// gives 68,112 bytes against 68,015 with 1 MiB (+0.14%).
+const DefaultLZMADictCap = 32 << 10
 
 // maxImageSize bounds the images Create accepts: the suffix array holds
 // 32-bit positions.
@@ -131,12 +136,16 @@ func compress(data []byte, o CreateOptions) ([]byte, error) {
 // compressLZMA writes data as an LZMA-alone stream with an end marker and
 // no size in its header, which is what detools writes and reads. The
 // dictionary is the smallest power of two that holds all of data, or at
-// most dictCap if that is smaller: a larger one compresses no better and
-// makes the applier reserve more memory.
+// most dictCap (DefaultLZMADictCap when zero, no cap when negative) if that
+// is smaller: a larger one compresses little better and makes the applier
+// reserve more memory.
 func compressLZMA(data []byte, dictCap int) ([]byte, error) {
 	dict := lzmaMinDict
 	for dict < len(data) {
 		dict <<= 1
+	}
+	if dictCap == 0 {
+		dictCap = DefaultLZMADictCap
 	}
 	if dictCap > 0 && dict > dictCap {
 		dict = lzmaDictAtMost(dictCap)
