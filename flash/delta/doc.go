@@ -14,6 +14,12 @@
 // envelope around a patch: the SHA-256 of the base and target images, so a
 // patch is never applied to the wrong base and its output is verified.
 //
+// Create makes sequential patches: a suffix array (SA-IS) of the old image,
+// bsdiff-style chunking with match selection tuned for small patches, and
+// the project's own LZMA encoder and optimal-parse heatshrink encoder, with
+// a small LZMA dictionary by default (DefaultLZMADictCap) because the ECU
+// must hold it in RAM. Its output depends only on its inputs.
+//
 // The applier must never panic on patch bytes, never write past the new
 // image's declared size and never allocate according to a size the patch
 // declares. Malformed patches give the errors in format.go; DetoolsMessage
