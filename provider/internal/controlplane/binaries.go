@@ -239,6 +239,12 @@ func (m toolsModule) build(ctx context.Context, src, dir string, logf func(strin
 		}
 		stamp = m.stamp(strings.TrimSpace(version))
 	}
+	// Under the lock, any earlier build directory is a killed build's.
+	if stale, err := filepath.Glob(filepath.Join(dir, ".build-*")); err == nil {
+		for _, d := range stale {
+			os.RemoveAll(d)
+		}
+	}
 	tmp, err := os.MkdirTemp(dir, ".build-")
 	if err != nil {
 		return fmt.Errorf("controlplane: %w", err)
