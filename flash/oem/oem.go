@@ -1,0 +1,314 @@
+package oem
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/ecu-kubelet/ecu-kubelet/flash/vehicle"
+)
+
+// Adapter is everything OEM-specific the flash engine needs. Every method
+// may be called from several goroutines for different ECUs.
+type Adapter interface {
+	// Profile returns the fixed parts of the sequence for the ECU.
+	Profile(ctx context.Context) (Profile, error)
+	// Key computes the key answering seed at security level (the odd
+	// requestSeed sub-function).
+	Key(ctx context.Context, level byte, seed []byte) ([]byte, error)
+	// DecodeSlots turns the values of Profile.SlotDIDs (in that order)
+	// into the ECU's slot state.
+	DecodeSlots(ctx context.Context, values [][]byte) (Slots, error)
+	// VerifyOption is the option record of the verify routine that checks
+	// the written slot against the image's SHA-256.
+	VerifyOption(ctx context.Context, digest [sha256.Size]byte) ([]byte, error)
+	// CheckVerify interprets the verify routine's status record; a
+	// non-nil error means the slot must not be activated.
+	CheckVerify(ctx context.Context, status []byte, digest [sha256.Size]byte) error
+	// PreFlashCheck refuses to flash an ECU in the state id describes
+	// (for example a vehicle not parked); nil allows it.
+	PreFlashCheck(ctx context.Context, id Identity) error
+}
+
+// Routine is one RoutineControl startRoutine call.
+type Routine struct {
+	ID     uint16
+	Option []byte
+}
+
+// Profile is the fixed, plain-data part of an OEM's flash sequence.
+type Profile struct {
+	SecurityLevel byte // odd requestSeed sub-function unlocking programming
+	// HardwareIDDID and VersionDID hold the ECU's hardware id and the
+	// running image's version as text.
+	HardwareIDDID, VersionDID uint16
+	// SlotDIDs are read together and given to DecodeSlots.
+	SlotDIDs []uint16
+	// Preconditions run (in order, in the programming session, unlocked)
+	// before the erase.
+	Preconditions []Routine
+	Erase, Activate, Confirm, Revert Routine
+	// Verify is the verify routine's id; its option comes from VerifyOption.
+	Verify uint16
+	// Fingerprint, if its DID is not zero, is written after unlocking.
+	Fingerprint DIDWrite
+	// SlotAddresses are the base addresses of slots A and B.
+	SlotAddresses [2]uint64
+	// FullFormat and DeltaFormat are RequestDownload's
+	// dataFormatIdentifier for an image and a delta envelope; DeltaOK says
+	// whether the ECU applies deltas at all.
+	FullFormat, DeltaFormat byte
+	DeltaOK                 bool
+	// FunctionalPreProgramming says whether to send 0x10 03, 0x85 02 and
+	// 0x28 03 functionally before programming (and their opposites after).
+	FunctionalPreProgramming bool
+}
+
+// DIDWrite is one WriteDataByIdentifier.
+type DIDWrite struct {
+	DID  uint16
+	Data []byte
+}
+
+// Identity is what the engine read from the ECU.
+type Identity struct {
+	HardwareID string
+	Version    string
+	Slots      Slots
+}
+
+// Slot states, as Slot.State reports them.
+const (
+	SlotEmpty     = "empty"
+	SlotInvalid   = "invalid"
+	SlotValid     = "valid"
+	SlotPending   = "pending"
+	SlotTrial     = "trial"
+	SlotConfirmed = "confirmed"
+	SlotRejected  = "rejected"
+)
+
+// Slots is the state of an A/B ECU.
+type Slots struct {
+	Active int  // the running slot: 0 (A), 1 (B), or -1 when none runs
+	Trial  bool // the running image awaits confirmation
+	Slot   [2]Slot
+}
+
+// Slot is one slot's image.
+type Slot struct {
+	State          string
+	Confirmed      bool
+	ReleaseCounter uint32
+	Digest         [sha256.Size]byte // zero without a valid image
+	Version        string
+}
+
+// Running returns the running slot, if one runs.
+func (s Slots) Running() (Slot, bool) {
+	if s.Active != 0 && s.Active != 1 {
+		return Slot{}, false
+	}
+	return s.Slot[s.Active], true
+}
+
+// VerifyError is a verify routine that rejected the written slot.
+type VerifyError struct {
+	Result byte
+	Reason string
+}
+
+func (e *VerifyError) Error() string {
+	return fmt.Sprintf("oem: the ECU's verify routine rejected the written slot: %s (0x%02X)", e.Reason, e.Result)
+}
+
+// New returns the adapter the ECU's oem section names: "" and "generic"
+// are Generic.
+func New(ecu vehicle.ECU) (Adapter, error) {
+	switch ecu.OEM.Adapter {
+	case "", "generic":
+		return NewGeneric(ecu)
+	}
+	return nil, fmt.Errorf("oem: %s.oem.adapter %q: unknown adapter; this build has only \"generic\"", ecu.Path(), ecu.OEM.Adapter)
+}
+
+// Generic settings (oem.settings) and their defaults.
+const (
+	SeedKeyXOR             = "xor" // key = seed XOR seedKeyConstant
+	SeedKeyAdd             = "add" // key = seed + seedKeyConstant mod 2^32
+	DefaultSeedKeyConstant = 0x5EC0DE42
+	DefaultSecurityLevel   = 0x01
+)
+
+// Generic is the ISO 14229 adapter of docs/simulator.md: routines 0xFF00
+// erase, 0xFF01 verify (with the image's SHA-256), 0xFF02 activate, 0xFF03
+// confirm, 0xFF04 revert; slot DIDs 0xFD00-0xFD02; formats 0x00 (image)
+// and 0x10 (delta); a 4-byte seed-key of oem.settings seedKey
+// (xor or add) with seedKeyConstant at securityLevel.
+type Generic struct {
+	profile  Profile
+	add      bool
+	constant uint32
+}
+
+// NewGeneric configures a Generic adapter from the ECU's oem settings
+// (seedKey, seedKeyConstant, securityLevel) and flash geometry.
+func NewGeneric(ecu vehicle.ECU) (*Generic, error) {
+	s := ecu.OEM.Settings
+	g := &Generic{constant: DefaultSeedKeyConstant}
+	level := uint64(DefaultSecurityLevel)
+	if v, ok := s["seedKey"]; ok {
+		str, _ := v.(string)
+		switch str {
+		case SeedKeyXOR:
+		case SeedKeyAdd:
+			g.add = true
+		default:
+			return nil, fmt.Errorf("oem: %s.oem.settings.seedKey: %v: want xor or add", ecu.Path(), v)
+		}
+	}
+	if v, ok := s["seedKeyConstant"]; ok {
+		n, err := settingUint(v, 32)
+		if err != nil {
+			return nil, fmt.Errorf("oem: %s.oem.settings.seedKeyConstant: %w", ecu.Path(), err)
+		}
+		g.constant = uint32(n)
+	}
+	if v, ok := s["securityLevel"]; ok {
+		n, err := settingUint(v, 8)
+		if err != nil || n%2 == 0 || n > 0x7D {
+			return nil, fmt.Errorf("oem: %s.oem.settings.securityLevel: %v: want an odd requestSeed value 0x01-0x7D", ecu.Path(), v)
+		}
+		level = n
+	}
+	a := ecu.Addressing
+	g.profile = Profile{
+		SecurityLevel: byte(level),
+		HardwareIDDID: 0xF191,
+		VersionDID:    0xF195,
+		SlotDIDs:      []uint16{0xFD00, 0xFD01, 0xFD02},
+		Erase:         Routine{ID: 0xFF00},
+		Verify:        0xFF01,
+		Activate:      Routine{ID: 0xFF02},
+		Confirm:       Routine{ID: 0xFF03},
+		Revert:        Routine{ID: 0xFF04},
+		SlotAddresses: [2]uint64{ecu.Flash.SlotA, ecu.Flash.SlotB},
+		FullFormat:    0x00,
+		DeltaFormat:   0x10,
+		DeltaOK:       true,
+		FunctionalPreProgramming: (a.Mode == vehicle.NormalFixed && a.FunctionalAddress != nil) ||
+			(a.Mode != vehicle.NormalFixed && a.FunctionalID != 0),
+	}
+	return g, nil
+}
+
+// settingUint reads a YAML number, or a numeric string such as "0x12", of
+// at most bits bits.
+func settingUint(v any, bits int) (uint64, error) {
+	var n uint64
+	switch x := v.(type) {
+	case int:
+		if x < 0 {
+			return 0, fmt.Errorf("%d is negative", x)
+		}
+		n = uint64(x)
+	case uint64:
+		n = x
+	case string:
+		var err error
+		if n, err = strconv.ParseUint(x, 0, 64); err != nil {
+			return 0, fmt.Errorf("%q is not a number", x)
+		}
+	default:
+		return 0, fmt.Errorf("%v is not a number", v)
+	}
+	if bits < 64 && n>>bits != 0 {
+		return 0, fmt.Errorf("%#x does not fit %d bits", n, bits)
+	}
+	return n, nil
+}
+
+// Profile returns the generic sequence.
+func (g *Generic) Profile(context.Context) (Profile, error) { return g.profile, nil }
+
+// Key answers a 4-byte seed.
+func (g *Generic) Key(_ context.Context, _ byte, seed []byte) ([]byte, error) {
+	if len(seed) != 4 {
+		return nil, fmt.Errorf("oem: seed of %d bytes; the generic algorithm takes 4", len(seed))
+	}
+	s := binary.BigEndian.Uint32(seed)
+	if g.add {
+		return binary.BigEndian.AppendUint32(nil, s+g.constant), nil
+	}
+	return binary.BigEndian.AppendUint32(nil, s^g.constant), nil
+}
+
+const slotRecordLen = 71
+
+var slotStates = []string{SlotEmpty, SlotInvalid, SlotValid, SlotPending, SlotTrial, SlotConfirmed, SlotRejected}
+
+// DecodeSlots decodes 0xFD00 (running slot, trial) and the slot records
+// 0xFD01 and 0xFD02.
+func (g *Generic) DecodeSlots(_ context.Context, v [][]byte) (Slots, error) {
+	if len(v) != 3 || len(v[0]) != 2 || len(v[1]) != slotRecordLen || len(v[2]) != slotRecordLen {
+		return Slots{}, errors.New("oem: slot DIDs 0xFD00-0xFD02 of unexpected lengths; want 2, 71 and 71 bytes")
+	}
+	s := Slots{Active: int(v[0][0]), Trial: v[0][1] == 1}
+	if v[0][0] == 0xFF {
+		s.Active = -1
+	} else if s.Active > 1 {
+		return Slots{}, fmt.Errorf("oem: running slot %d; want 0, 1 or 0xFF", s.Active)
+	}
+	for i, r := range v[1:] {
+		if int(r[0]) >= len(slotStates) {
+			return Slots{}, fmt.Errorf("oem: slot %d state %d is unknown", i, r[0])
+		}
+		s.Slot[i] = Slot{
+			State:          slotStates[r[0]],
+			Confirmed:      r[1] == 1,
+			ReleaseCounter: binary.BigEndian.Uint32(r[2:6]),
+			Digest:         [sha256.Size]byte(r[6:38]),
+			Version:        strings.TrimRight(string(r[38:70]), "\x00"),
+		}
+	}
+	return s, nil
+}
+
+// VerifyOption is the image's SHA-256 itself.
+func (g *Generic) VerifyOption(_ context.Context, d [sha256.Size]byte) ([]byte, error) {
+	return d[:], nil
+}
+
+var verifyReasons = map[byte]string{
+	1: "no image in the slot",
+	2: "the image is damaged (header or payload SHA-256)",
+	3: "the image's digest differs from the artifact's",
+	4: "the image is for other hardware",
+	5: "the release counter is below the running image's (anti-rollback)",
+}
+
+// CheckVerify wants result 0x00 and the expected digest.
+func (g *Generic) CheckVerify(_ context.Context, status []byte, d [sha256.Size]byte) error {
+	if len(status) != 1+sha256.Size {
+		return &VerifyError{Result: 0xFF, Reason: fmt.Sprintf("a status record of %d bytes; want 33", len(status))}
+	}
+	if status[0] != 0 {
+		r, ok := verifyReasons[status[0]]
+		if !ok {
+			r = "unknown result"
+		}
+		return &VerifyError{Result: status[0], Reason: r}
+	}
+	if [sha256.Size]byte(status[1:]) != d {
+		return &VerifyError{Result: 3, Reason: "the slot's digest differs from the artifact's"}
+	}
+	return nil
+}
+
+// PreFlashCheck allows any ECU: the generic sequence has no vehicle
+// conditions beyond the ECU's own routines.
+func (g *Generic) PreFlashCheck(context.Context, Identity) error { return nil }
