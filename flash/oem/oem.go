@@ -50,7 +50,7 @@ type Profile struct {
 	SlotDIDs []uint16
 	// Preconditions run (in order, in the programming session, unlocked)
 	// before the erase.
-	Preconditions []Routine
+	Preconditions                    []Routine
 	Erase, Activate, Confirm, Revert Routine
 	// Verify is the verify routine's id; its option comes from VerifyOption.
 	Verify uint16
