@@ -517,7 +517,9 @@ func (jb *job) plan(ctx context.Context, id oem.Identity, res *Result) error {
 	cfg := jb.j.Firmware.Config
 	p := Plan{ECU: jb.name, Identity: id, Target: digestString(jb.target), Version: cfg.Version}
 	res.Plan = p
-	refuse := func(format string, a ...any) error { return &RefusedError{ECU: jb.name, Reason: fmt.Sprintf(format, a...)} }
+	refuse := func(format string, a ...any) error {
+		return &RefusedError{ECU: jb.name, Reason: fmt.Sprintf(format, a...)}
+	}
 	hwOK := false
 	for _, h := range cfg.HardwareIDs {
 		hwOK = hwOK || h == id.HardwareID
