@@ -402,15 +402,19 @@ func (jb *job) run(ctx context.Context, res *Result) error {
 		running, ok := id.Slots.Running()
 		switch {
 		case ok && running.Digest == jb.target && !id.Slots.Trial:
-			res.Plan = Plan{ECU: jb.name, Identity: id, Target: digestString(jb.target), Version: running.Version,
-				NoOp: res.Attempts == 0 && !activated, Reason: "the target image runs and is confirmed"}
-			return jb.phase(ctx, PhaseDone, res.Plan.Reason)
+			if res.Attempts == 0 {
+				res.Plan = Plan{ECU: jb.name, Identity: id, Target: digestString(jb.target), Version: running.Version,
+					NoOp: !activated, Reason: "the target image runs and is confirmed"}
+			}
+			return jb.phase(ctx, PhaseDone, "the target image runs and is confirmed")
 		case ok && running.Digest == jb.target:
-			res.Plan = Plan{ECU: jb.name, Identity: id, Target: digestString(jb.target), Version: running.Version,
-				Reason: "the target image runs on trial: confirming it"}
+			if res.Attempts == 0 {
+				res.Plan = Plan{ECU: jb.name, Identity: id, Target: digestString(jb.target), Version: running.Version,
+					Reason: "the target image runs on trial (an earlier run activated it): confirming it"}
+			}
 			return jb.confirm(ctx)
-		case activated:
-			return &RollbackError{ECU: jb.name, Reason: fmt.Sprintf("the image was activated but the ECU runs %q again: the bootloader reverted it", running.Version)}
+		case activated && rejected(id.Slots, jb.target):
+			return &RollbackError{ECU: jb.name, Reason: fmt.Sprintf("the image was activated but the ECU runs %q again: the bootloader reverted it (%s)", running.Version, slotOf(id.Slots, jb.target))}
 		}
 		if last != nil && res.Attempts >= attempts {
 			return fmt.Errorf("flash: %s: giving up after %d attempts: %w", jb.name, res.Attempts, last)
@@ -425,12 +429,23 @@ func (jb *job) run(ctx context.Context, res *Result) error {
 			continue // the reset is done: the next round confirms
 		}
 		var ve *oem.VerifyError
-		if ctx.Err() != nil || errors.As(err, &ve) {
+		if ctx.Err() != nil || (errors.As(err, &ve) && !ve.Retry) {
 			return err
 		}
 		last = err
 		jb.event(ctx, Event{Phase: jb.journal.state.Phase, Note: "attempt failed: " + err.Error()})
 	}
+}
+
+// rejected reports whether a slot holds the target image, rejected by the
+// bootloader or the revert routine.
+func rejected(s oem.Slots, target [sha256.Size]byte) bool {
+	for _, sl := range s.Slot {
+		if sl.Digest == target && sl.State == oem.SlotRejected {
+			return true
+		}
+	}
+	return false
 }
 
 var phaseOrder = []Phase{PhasePlan, PhaseUnlock, PhaseErase, PhaseTransfer, PhaseVerify, PhaseActivate, PhaseReset, PhaseConfirm, PhaseRevert, PhaseDone}

@@ -154,8 +154,10 @@ func (jb *job) reset(ctx context.Context) error {
 	if err := jb.phase(ctx, PhaseReset, ""); err != nil {
 		return err
 	}
-	if _, err := jb.c.ECUReset(ctx, uds.HardReset); err != nil && ctx.Err() != nil {
-		return err
+	_, err := jb.c.ECUReset(ctx, uds.HardReset)
+	var nr *uds.NegativeResponse
+	if ctx.Err() != nil || errors.As(err, &nr) {
+		return fmt.Errorf("reset: %w", err)
 	}
 	return nil
 }

@@ -120,6 +120,9 @@ func (s Slots) Running() (Slot, bool) {
 type VerifyError struct {
 	Result byte
 	Reason string
+	// Retry is true when writing the slot again may help (a damaged or
+	// mismatching image); false when the ECU refuses the image itself.
+	Retry bool
 }
 
 func (e *VerifyError) Error() string {
@@ -301,10 +304,10 @@ func (g *Generic) CheckVerify(_ context.Context, status []byte, d [sha256.Size]b
 		if !ok {
 			r = "unknown result"
 		}
-		return &VerifyError{Result: status[0], Reason: r}
+		return &VerifyError{Result: status[0], Reason: r, Retry: status[0] <= 3}
 	}
 	if [sha256.Size]byte(status[1:]) != d {
-		return &VerifyError{Result: 3, Reason: "the slot's digest differs from the artifact's"}
+		return &VerifyError{Result: 3, Reason: "the slot's digest differs from the artifact's", Retry: true}
 	}
 	return nil
 }
