@@ -520,6 +520,26 @@ func TestCopyFillsOfflineCache(t *testing.T) {
 	}
 }
 
+func TestCopyRefusesTamperedBlob(t *testing.T) {
+	ims := testImages(t)
+	p, err := Pack(t.Context(), ims.v2, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := registryServer(t, tamper(map[string]bool{imageDigest(ims.v2): true}))
+	opts := &Options{PlainHTTP: true}
+	if _, err := p.Push(t.Context(), host+"/fw/brake:1.1.0", opts); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if _, err := Copy(t.Context(), host+"/fw/brake:1.1.0", dir, opts); err == nil {
+		t.Fatal("copied a tampered image into the cache")
+	}
+	if _, err := Resolve(t.Context(), LayoutPrefix+dir+":1.1.0", nil); err == nil {
+		t.Fatal("the cache holds the tampered artifact")
+	}
+}
+
 func TestParseReference(t *testing.T) {
 	d := "sha256:" + strings.Repeat("ab", 32)
 	tests := []struct {
@@ -568,6 +588,52 @@ func FuzzParseConfig(f *testing.F) {
 		c2, err := ParseConfig(out)
 		if err != nil || fmt.Sprint(c2) != fmt.Sprint(c) {
 			t.Fatalf("round trip of %+v: %+v, %v", c, c2, err)
+		}
+	})
+}
+
+// FuzzLoadManifest feeds manifests (a valid one, mutated) to the checks
+// Resolve runs, over the blobs of a valid artifact: never a panic, and
+// whatever is accepted has a valid config and readable, verified image.
+func FuzzLoadManifest(f *testing.F) {
+	ims := testImages(f)
+	p, err := Pack(context.Background(), ims.v2, [][]byte{ims.v1}, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	mb, err := content.FetchAll(context.Background(), p.store, p.Manifest)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(mb)
+	f.Add([]byte(`{"schemaVersion":2,"artifactType":"` + ArtifactType + `","config":{},"layers":[{}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s := memory.New()
+		// The memory store finds blobs by digest, media type and size, so
+		// give it the artifact's blobs as the fuzzed manifest describes them.
+		var m ocispec.Manifest
+		if json.Unmarshal(b, &m) == nil {
+			for _, d := range append([]ocispec.Descriptor{m.Config}, m.Layers...) {
+				if rc, err := p.store.Fetch(t.Context(), ocispec.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}); err == nil {
+					s.Push(t.Context(), d, rc)
+					rc.Close()
+				}
+			}
+		}
+		desc := content.NewDescriptorFromBytes(ocispec.MediaTypeImageManifest, b)
+		if err := s.Push(t.Context(), desc, bytes.NewReader(b)); err != nil {
+			return
+		}
+		fw, err := load(t.Context(), s, desc)
+		if err != nil {
+			return
+		}
+		if err := fw.Config.validate(); err != nil {
+			t.Fatalf("accepted an invalid config: %v", err)
+		}
+		img, err := readAll(t, fw.OpenImage)
+		if err != nil || imageDigest(img) != fw.Config.SHA256 {
+			t.Fatalf("accepted an artifact whose image reads %v", err)
 		}
 	})
 }

@@ -72,7 +72,8 @@ func Copy(ctx context.Context, ref, layoutDir string, opts *Options) (string, er
 	if r.layoutDir != "" {
 		return "", fmt.Errorf("artifact: copy from %s: want a registry reference, this is a layout", ref)
 	}
-	if _, err := Resolve(ctx, ref, opts); err != nil {
+	fw, err := Resolve(ctx, ref, opts)
+	if err != nil {
 		return "", err
 	}
 	src, err := r.target(ctx, opts, false)
@@ -84,7 +85,9 @@ func Copy(ctx context.Context, ref, layoutDir string, opts *Options) (string, er
 	if err != nil {
 		return "", err
 	}
-	if _, err := oras.Copy(ctx, src, r.ref, dt, r.ref, oras.DefaultCopyOptions); err != nil {
+	// Copying the digest just checked, not the tag again, keeps a tag moved
+	// in between from putting an unchecked artifact in the cache.
+	if _, err := oras.Copy(ctx, src, fw.Digest, dt, r.ref, oras.DefaultCopyOptions); err != nil {
 		return "", fmt.Errorf("artifact: copy %s to %s: %w", ref, layoutDir, err)
 	}
 	sep := ":"
@@ -119,6 +122,9 @@ func load(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor) (*Fir
 	if m.Config.MediaType != ConfigMediaType {
 		return nil, invalidf("config media type %q, want %q", m.Config.MediaType, ConfigMediaType)
 	}
+	if !validDigest(m.Config.Digest.String()) || m.Config.Size < 0 {
+		return nil, invalidf("config digest %q and size %d: want a sha256 digest", m.Config.Digest, m.Config.Size)
+	}
 	if m.Config.Size > MaxConfigSize {
 		return nil, invalidf("config of %d bytes, more than %d", m.Config.Size, MaxConfigSize)
 	}
@@ -136,7 +142,7 @@ func load(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor) (*Fir
 	bases := map[string]bool{}
 	for i := range m.Layers {
 		l := m.Layers[i]
-		if l.Digest.Algorithm() != "sha256" || !validDigest(l.Digest.String()) || l.Size < 0 {
+		if !validDigest(l.Digest.String()) || l.Size < 0 {
 			return nil, invalidf("layer %d: digest %q and size %d: want a sha256 digest", i, l.Digest, l.Size)
 		}
 		switch l.MediaType {
