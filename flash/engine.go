@@ -225,7 +225,9 @@ type job struct {
 	name    string
 	ad      oem.Adapter
 	prof    oem.Profile
+	bus     canbus.Bus
 	c       *uds.Client
+	hangUp  func() // closes c's connections
 	target  [sha256.Size]byte
 	journal *journal
 	data    []byte // what the transfer sends
@@ -279,12 +281,11 @@ func (e *Engine) Flash(ctx context.Context, j Job) Result {
 		return fail(err)
 	}
 	defer release()
-	c, closeConns, err := e.dial(bus, j.ECU, prof.FunctionalPreProgramming)
-	if err != nil {
+	jb := &job{e: e, j: j, name: name, ad: ad, prof: prof, bus: bus, target: target}
+	if err := jb.redial(); err != nil {
 		return fail(fmt.Errorf("flash: %s: %w", name, err))
 	}
-	defer closeConns()
-	jb := &job{e: e, j: j, name: name, ad: ad, prof: prof, c: c, target: target}
+	defer jb.hangUp()
 	jb.journal, err = openJournal(e.StateDir, name)
 	if err != nil {
 		return fail(err)
@@ -298,6 +299,22 @@ func (e *Engine) Flash(ctx context.Context, j Job) Result {
 		}
 	}
 	return fail(err)
+}
+
+// redial replaces the job's connection to the ECU with a new one: after a
+// timeout the old one may still hold the late answer to an abandoned
+// request, which the next request would take for its own.
+func (jb *job) redial() error {
+	if jb.hangUp != nil {
+		jb.hangUp()
+	}
+	c, hangUp, err := jb.e.dial(jb.bus, jb.j.ECU, jb.prof.FunctionalPreProgramming)
+	if err != nil {
+		jb.c, jb.hangUp = nil, func() {}
+		return err
+	}
+	jb.c, jb.hangUp = c, hangUp
+	return nil
 }
 
 // dial connects a client to the ECU over ISO-TP, with a functional
@@ -394,7 +411,13 @@ func (jb *job) run(ctx context.Context, res *Result) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		jb.event(ctx, Event{Phase: PhasePlan})
+		if activated {
+			if err := jb.phase(ctx, PhaseConfirm, "waiting for the new image"); err != nil {
+				return err
+			}
+		} else {
+			jb.event(ctx, Event{Phase: PhasePlan})
+		}
 		id, err := jb.waitUp(ctx, orDefault(jb.e.UpTimeout, DefaultUpTimeout))
 		if err != nil {
 			return errors.Join(last, err)
@@ -413,6 +436,13 @@ func (jb *job) run(ctx context.Context, res *Result) error {
 					Reason: "the target image runs on trial (an earlier run activated it): confirming it"}
 			}
 			return jb.confirm(ctx)
+		case pending(id.Slots, jb.target):
+			// An earlier run activated the image but did not reset into it.
+			if err := jb.reset(ctx); err != nil {
+				return err
+			}
+			activated = true
+			continue
 		case activated && rejected(id.Slots, jb.target):
 			return &RollbackError{ECU: jb.name, Reason: fmt.Sprintf("the image was activated but the ECU runs %q again: the bootloader reverted it (%s)", running.Version, slotOf(id.Slots, jb.target))}
 		}
@@ -442,6 +472,17 @@ func (jb *job) run(ctx context.Context, res *Result) error {
 func rejected(s oem.Slots, target [sha256.Size]byte) bool {
 	for _, sl := range s.Slot {
 		if sl.Digest == target && sl.State == oem.SlotRejected {
+			return true
+		}
+	}
+	return false
+}
+
+// pending reports whether a slot holds the target image activated for its
+// test boot at the next reset.
+func pending(s oem.Slots, target [sha256.Size]byte) bool {
+	for _, sl := range s.Slot {
+		if sl.Digest == target && sl.State == oem.SlotPending {
 			return true
 		}
 	}
@@ -510,7 +551,18 @@ func (jb *job) waitUp(ctx context.Context, wait time.Duration) (oem.Identity, er
 		if time.Now().After(deadline) {
 			return id, fmt.Errorf("flash: %s: the ECU did not answer within %v: %w", jb.name, wait, err)
 		}
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+		pause := 100 * time.Millisecond
+		var re *uds.ResponseError
+		if errors.As(err, &re) {
+			// The answer to an abandoned request (a killed run's): the ECU
+			// may still be sending the next one, and a new request now
+			// would cross it. Let it finish or time out (N_Bs, 1 s).
+			pause = 1500 * time.Millisecond
+		}
+		if err := sleep(ctx, pause); err != nil {
+			return id, err
+		}
+		if err := jb.redial(); err != nil {
 			return id, err
 		}
 	}

@@ -436,3 +436,7 @@ func TestFault(t *testing.T) {
 		}
 	}
 }
+
+func imageDigest(b []byte) [32]byte { return image.Digest(b) }
+
+func asRollback(err error, rb **RollbackError) bool { return errors.As(err, rb) }
