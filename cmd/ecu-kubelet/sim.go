@@ -120,18 +120,8 @@ func simBuses(desc *vehicle.Vehicle, listen string, listenSet bool) (addr string
 // runSim runs the vehicle until ctx ends, serving its buses on addr (if
 // serve) and its status on statusAddr (unless empty).
 func runSim(ctx context.Context, stdout io.Writer, log *zap.Logger, desc *vehicle.Vehicle, addr string, serve bool, statusAddr string) error {
-	v, err := sim.NewVehicle(desc, log)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// Status shows each bus as a client reaches it.
-	reach := map[string]string{}
-	for _, b := range desc.Buses {
-		reach[b.Name] = b.URL
-	}
 	var busLn, statusLn net.Listener
+	var err error
 	if serve {
 		if busLn, err = net.Listen("tcp", addr); err != nil {
 			return fmt.Errorf("serving the buses: %w; choose another address with --listen", err)
@@ -143,6 +133,17 @@ func runSim(ctx context.Context, stdout io.Writer, log *zap.Logger, desc *vehicl
 			return fmt.Errorf("serving the status: %w; choose another address with --status-listen, or \"\" for none", err)
 		}
 		defer statusLn.Close()
+	}
+	v, err := sim.NewVehicle(desc, log)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Status shows each bus as a client reaches it.
+	reach := map[string]string{}
+	for _, b := range desc.Buses {
+		reach[b.Name] = b.URL
 	}
 	errc := make(chan error, 2) // what stops serving before Run returns
 	var ready []string
