@@ -60,7 +60,7 @@ func testImages(t testing.TB) images {
 
 // registryServer starts go-containerregistry's registry on loopback;
 // wrap, if not nil, wraps its handler.
-func registryServer(t *testing.T, wrap func(http.Handler) http.Handler) string {
+func registryServer(t testing.TB, wrap func(http.Handler) http.Handler) string {
 	t.Helper()
 	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	if wrap != nil {
