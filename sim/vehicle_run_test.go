@@ -233,14 +233,16 @@ func serveDemoCar(t *testing.T) (*Vehicle, func(vehicle.Bus) string) {
 	return v, func(b vehicle.Bus) string { return fmt.Sprintf("socketcand://%s/%s", ln.Addr(), b.Name) }
 }
 
-// untilAnswers sends TesterPresent until the ECU answers (it boots in
-// real time here) or ctx ends.
-func untilAnswers(ctx context.Context, t *testing.T, c *uds.Client) {
+// readWhenUp reads did from the ECU, retrying until it answers (it boots
+// in real time here) or ctx ends. A request that timed out while the ECU
+// came up may be answered late, and that stale answer fails the next
+// request once; retrying rides over it.
+func readWhenUp(ctx context.Context, t *testing.T, c *uds.Client, did uint16) []byte {
 	t.Helper()
 	for {
-		err := c.TesterPresent(ctx, 0)
+		recs, err := c.ReadDataByIdentifier(ctx, did)
 		if err == nil {
-			return
+			return recs[0].Data
 		}
 		if ctx.Err() != nil {
 			t.Fatalf("the ECU never answered: %v", err)
@@ -257,13 +259,9 @@ func TestVehicleServeOverSocketcand(t *testing.T) {
 	defer cancel()
 	for _, name := range []string{"bcm", "airbag"} {
 		c := testerFor(t, v.desc, served, name)
-		untilAnswers(ctx, t, c)
-		recs, err := c.ReadDataByIdentifier(ctx, uds.DIDVehicleManufacturerECUHardwareNumber)
-		if err != nil {
-			t.Fatalf("%s: F191: %v", name, err)
-		}
+		got := string(readWhenUp(ctx, t, c, uds.DIDVehicleManufacturerECUHardwareNumber))
 		e, _ := v.desc.ECU(name)
-		if got := string(recs[0].Data); got != e.HardwareID {
+		if got != e.HardwareID {
 			t.Errorf("%s: F191 = %q, want %q", name, got, e.HardwareID)
 		}
 	}
@@ -338,7 +336,7 @@ func TestVehiclePythonCanSeesTheSimulator(t *testing.T) {
 	v, served := serveDemoCar(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	untilAnswers(ctx, t, testerFor(t, v.desc, served, "bcm"))
+	readWhenUp(ctx, t, testerFor(t, v.desc, served, "bcm"), uds.DIDECUSoftwareVersionNumber)
 	u, _ := url.Parse(served(v.desc.Buses[0]))
 	host, port, _ := net.SplitHostPort(u.Host)
 	cmd := exec.CommandContext(ctx, py, "-c", pythonTester, host, port, "body")

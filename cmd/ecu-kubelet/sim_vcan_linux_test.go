@@ -85,16 +85,7 @@ func TestVcanSim(t *testing.T) {
 		}
 		defer conn.Close()
 		c := uds.NewClient(conn, uds.ClientOptions{})
-		for c.TesterPresent(ctx, 0) != nil { // until it has booted
-			if ctx.Err() != nil {
-				t.Fatalf("%s on %s never answered", want.ecu, b.URL)
-			}
-		}
-		recs, err := c.ReadDataByIdentifier(ctx, uds.DIDECUSoftwareVersionNumber)
-		if err != nil {
-			t.Fatalf("%s: F189: %v", want.ecu, err)
-		}
-		if got := string(recs[0].Data); got != want.version {
+		if got := string(readWhenUp(ctx, t, c, uds.DIDECUSoftwareVersionNumber)); got != want.version {
 			t.Errorf("%s: F189 = %q, want %q", want.ecu, got, want.version)
 		}
 	}
