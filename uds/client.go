@@ -145,9 +145,9 @@ func (c *Client) Do(ctx context.Context, req []byte) ([]byte, error) {
 }
 
 // do is Do with check, which validates a positive response beyond its
-// SID: it returns a problem to report as a *ResponseError, or errStale for
-// a response that answers an earlier, retransmitted request and is to be
-// skipped.
+// SID: it returns a problem to report as a *ResponseError, or staleProblem
+// for a response that answers an earlier, retransmitted request and is to
+// be skipped.
 func (c *Client) do(ctx context.Context, req []byte, check func(resp []byte) (problem string)) ([]byte, error) {
 	if len(req) == 0 {
 		return nil, errors.New("uds: empty request")
@@ -249,10 +249,12 @@ func (c *Client) await(ctx context.Context, req []byte, quiet bool, check func([
 				return nil, &ResponseError{Service: sid, Response: resp, Problem: "a negative response has exactly 3 bytes"}
 			}
 			if SID(resp[1]) != sid {
-				if SID(resp[1]) == TesterPresent && sid != TesterPresent {
-					continue // KeepAlive's TesterPresent refused; not ours
-				}
-				return nil, &ResponseError{Service: sid, Response: resp, Problem: fmt.Sprintf("negative response for %v", SID(resp[1]))}
+				// Another service's answer: KeepAlive's TesterPresent
+				// refused, or a late answer to an earlier request that
+				// timed out. Never ours; the timeout names it if nothing
+				// else comes.
+				lastErr = &ResponseError{Service: sid, Response: resp, Problem: fmt.Sprintf("negative response for %v, skipped as not answering this request", SID(resp[1]))}
+				continue
 			}
 			if NRC(resp[2]) == ResponsePending {
 				pending++
@@ -261,7 +263,12 @@ func (c *Client) await(ctx context.Context, req []byte, quiet bool, check func([
 			}
 			return nil, &NegativeResponse{Service: sid, Code: NRC(resp[2])}
 		case resp[0] != byte(sid)+0x40:
-			return nil, &ResponseError{Service: sid, Response: resp, Problem: fmt.Sprintf("SID 0x%02X does not answer 0x%02X", resp[0], byte(sid))}
+			// A late answer to an earlier request (one that timed out, or
+			// a suppressed one the ECU answered anyway) must not fail
+			// this one: skip it, and let the timeout name it if the
+			// right answer never comes. The deadline does not move.
+			lastErr = &ResponseError{Service: sid, Response: resp, Problem: fmt.Sprintf("SID 0x%02X does not answer 0x%02X, skipped as a late answer to another request", resp[0], byte(sid))}
+			continue
 		}
 		if check != nil {
 			if p := check(resp); p == staleProblem {

@@ -300,6 +300,28 @@ func TestClientRejectsMismatchedResponses(t *testing.T) {
 	}
 }
 
+// TestClientSkipsLateAnswersToOtherRequests: an answer to an earlier request
+// that timed out (or to a suppressed one) arrives while the next request
+// waits; it must neither fail nor answer the new request.
+func TestClientSkipsLateAnswersToOtherRequests(t *testing.T) {
+	ctx := context.Background()
+	for _, late := range []string{"62 F190 00", "7F 22 31", "50 03 0032 01F4"} {
+		c := NewClient(newScript(h(late), h("7E 00")), ClientOptions{})
+		if err := c.TesterPresent(ctx, 0); err != nil {
+			t.Errorf("late %s, then the answer: %v", late, err)
+		}
+	}
+	// With no right answer after it, the timeout names what was skipped.
+	synctest.Test(t, func(t *testing.T) {
+		err := NewClient(newScript(h("62 F190 00")), ClientOptions{}).TesterPresent(ctx, 0)
+		var te *TimeoutError
+		var re *ResponseError
+		if !errors.As(err, &te) || !errors.As(err, &re) || !strings.Contains(err.Error(), "skipped") {
+			t.Fatalf("err = %v, want a timeout naming the skipped answer", err)
+		}
+	})
+}
+
 // TestClientNegativeResponse defends the typed negative response.
 func TestClientNegativeResponse(t *testing.T) {
 	c := NewClient(newScript(h("7F 27 78"), h("7F 27 33")), ClientOptions{})

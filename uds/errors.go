@@ -37,8 +37,9 @@ type TimeoutError struct {
 	// Deadline is true when the request's overall deadline (the context's
 	// or ClientOptions.Timeout) ran out rather than P2 or P2*.
 	Deadline bool
-	// Err is the context's error for a deadline, or the last transport
-	// reception error seen while waiting, if any.
+	// Err is the context's error for a deadline, or else the last problem
+	// seen while waiting, if any: a transport reception error, or a
+	// *ResponseError for an answer to another request that was skipped.
 	Err error
 }
 
