@@ -43,6 +43,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(newDeltaCmd(g))
 	root.AddCommand(newUDSCmd(g))
 	root.AddCommand(newSimCmd(g))
+	root.AddCommand(newFlashCmd(g))
 	root.AddCommand(newFirmwareCmd(g))
 	return root
 }
