@@ -463,6 +463,13 @@ func TestLayoutRoundTripOffline(t *testing.T) {
 	if _, err := Resolve(t.Context(), LayoutPrefix+filepath.Join(dir, "none")+":2.0.0", nil); err == nil {
 		t.Error("resolved from a directory that does not exist")
 	}
+	empty := t.TempDir()
+	if _, err := Resolve(t.Context(), LayoutPrefix+empty+":2.0.0", nil); err == nil {
+		t.Error("resolved from a directory that is not a layout")
+	}
+	if entries, _ := os.ReadDir(empty); len(entries) != 0 {
+		t.Errorf("Resolve wrote %d entries into the directory it read", len(entries))
+	}
 }
 
 func TestLayoutTamperedBlobDetected(t *testing.T) {
@@ -537,6 +544,19 @@ func TestCopyRefusesTamperedBlob(t *testing.T) {
 	}
 	if _, err := Resolve(t.Context(), LayoutPrefix+dir+":1.1.0", nil); err == nil {
 		t.Fatal("the cache holds the tampered artifact")
+	}
+}
+
+func TestLayerTitlesAreSafeFileNames(t *testing.T) {
+	for in, want := range map[string]string{
+		"BRAKE-HW-2-1.1.0.img": "BRAKE-HW-2-1.1.0.img",
+		"../etc/passwd":        "_._etc_passwd",
+		"a b/c..d":             "a_b_c._d",
+		".hidden":              "_hidden",
+	} {
+		if got := fileName(in); got != want {
+			t.Errorf("fileName(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
 

@@ -65,7 +65,7 @@ func Pack(ctx context.Context, img []byte, bases [][]byte, opts *PackOptions) (*
 		return nil, err
 	}
 	imgDesc, err := push(ctx, store, ImageMediaType, img, map[string]string{
-		ocispec.AnnotationTitle: fmt.Sprintf("%s-%s.img", hdr.HardwareID, hdr.Version),
+		ocispec.AnnotationTitle: fileName(hdr.HardwareID + "-" + hdr.Version + ".img"),
 	})
 	if err != nil {
 		return nil, err
@@ -91,7 +91,7 @@ func Pack(ctx context.Context, img []byte, bases [][]byte, opts *PackOptions) (*
 		}
 		d, err := push(ctx, store, DeltaMediaType, layer, map[string]string{
 			AnnotationBaseDigest:    bd,
-			ocispec.AnnotationTitle: fmt.Sprintf("%s-%s-from-%s.delta", hdr.HardwareID, hdr.Version, bh.Version),
+			ocispec.AnnotationTitle: fileName(hdr.HardwareID + "-" + hdr.Version + "-from-" + bh.Version + ".delta"),
 		})
 		if err != nil {
 			return nil, err
@@ -156,6 +156,19 @@ func deltaLayer(base, target []byte, opts *delta.CreateOptions) ([]byte, error) 
 	return buf.Bytes(), nil
 }
 
+// fileName makes s safe as the file name tools like oras pull write a
+// layer to: header fields may hold '/' or "..", which must not become a
+// path.
+func fileName(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' && i > 0 && b[i-1] != '.') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
 // imageDigest is flash/image.Digest as an OCI digest string.
 func imageDigest(img []byte) string {
 	d := image.Digest(img)
@@ -182,7 +195,7 @@ func (p *Packed) Push(ctx context.Context, ref string, opts *Options) (string, e
 	if validDigest(r.ref) {
 		return "", fmt.Errorf("artifact: push to %s: give a tag, not a digest: the digest is the artifact's own (%s)", ref, p.Manifest.Digest)
 	}
-	t, err := r.target(ctx, opts, true)
+	t, err := r.destination(ctx, opts)
 	if err != nil {
 		return "", err
 	}

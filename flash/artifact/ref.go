@@ -6,8 +6,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content/oci"
 	"oras.land/oras-go/v2/registry"
@@ -74,22 +76,34 @@ func parseReference(s string) (reference, error) {
 	return reference{registry: r, ref: r.Reference}, nil
 }
 
-// target opens what a reference names: an OCI layout directory (created
-// if create is set) or a registry repository.
-func (r reference) target(ctx context.Context, opts *Options, create bool) (oras.Target, error) {
-	if r.layoutDir != "" {
-		if !create {
-			if _, err := os.Stat(r.layoutDir); err != nil {
-				return nil, fmt.Errorf("artifact: OCI layout %s: %w", r.layoutDir, err)
-			}
-		}
-		s, err := oci.NewWithContext(ctx, r.layoutDir)
-		if err != nil {
-			return nil, fmt.Errorf("artifact: OCI layout %s: %w", r.layoutDir, err)
-		}
-		return s, nil
+// source opens what a reference names for reading. A layout is opened
+// read-only, so that resolving from the offline cache never writes to it
+// (it may sit on a read-only file system).
+func (r reference) source(ctx context.Context, opts *Options) (oras.ReadOnlyTarget, error) {
+	if r.layoutDir == "" {
+		return r.repository(opts)
 	}
-	return r.repository(opts)
+	if _, err := os.Stat(filepath.Join(r.layoutDir, ocispec.ImageLayoutFile)); err != nil {
+		return nil, fmt.Errorf("artifact: %s is not an OCI image layout: %w", r.layoutDir, err)
+	}
+	s, err := oci.NewFromFS(ctx, os.DirFS(r.layoutDir))
+	if err != nil {
+		return nil, fmt.Errorf("artifact: OCI layout %s: %w", r.layoutDir, err)
+	}
+	return s, nil
+}
+
+// destination opens what a reference names for writing; a layout
+// directory is created if need be.
+func (r reference) destination(ctx context.Context, opts *Options) (oras.Target, error) {
+	if r.layoutDir == "" {
+		return r.repository(opts)
+	}
+	s, err := oci.NewWithContext(ctx, r.layoutDir)
+	if err != nil {
+		return nil, fmt.Errorf("artifact: OCI layout %s: %w", r.layoutDir, err)
+	}
+	return s, nil
 }
 
 func (r reference) repository(opts *Options) (*remote.Repository, error) {

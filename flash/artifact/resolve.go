@@ -44,7 +44,7 @@ func Resolve(ctx context.Context, ref string, opts *Options) (*Firmware, error) 
 	if err != nil {
 		return nil, err
 	}
-	t, err := r.target(ctx, opts, false)
+	t, err := r.source(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -76,12 +76,12 @@ func Copy(ctx context.Context, ref, layoutDir string, opts *Options) (string, er
 	if err != nil {
 		return "", err
 	}
-	src, err := r.target(ctx, opts, false)
+	src, err := r.source(ctx, opts)
 	if err != nil {
 		return "", err
 	}
 	dst := reference{layoutDir: layoutDir, ref: r.ref}
-	dt, err := dst.target(ctx, nil, true)
+	dt, err := dst.destination(ctx, nil)
 	if err != nil {
 		return "", err
 	}
