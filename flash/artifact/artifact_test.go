@@ -657,3 +657,17 @@ func FuzzLoadManifest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseReference: a pod's image field is outside input; it is parsed
+// or refused, never a panic, and a parsed one names a tag or digest.
+func FuzzParseReference(f *testing.F) {
+	for _, s := range []string{"oci-layout:/c:1", "oci-layout:/c@sha256:" + strings.Repeat("0", 64), "127.0.0.1:5000/a/b:1", "a/b@sha256:x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := parseReference(s)
+		if err == nil && r.ref == "" {
+			t.Fatalf("parseReference(%q) accepted a reference without tag or digest", s)
+		}
+	})
+}
