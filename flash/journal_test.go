@@ -188,3 +188,32 @@ func TestFlashAllOneAtATimePerBus(t *testing.T) {
 		t.Logf("4 ECUs on 2 buses in %v", took)
 	})
 }
+
+// TestJournalKilledAtEachPhase kills the process as each phase starts and
+// restarts it from its journal: the job always ends done, the ECU always
+// boots a valid image.
+func TestJournalKilledAtEachPhase(t *testing.T) {
+	for _, at := range []Phase{PhaseUnlock, PhaseErase, PhaseTransfer, PhaseVerify, PhaseActivate, PhaseReset, PhaseConfirm} {
+		t.Run(string(at), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := newRig(t, testVehicle(t, 1, 1, ""))
+				base := baseImage(t)
+				next := nextImage(t, base, "2.0.0", 2)
+				job := Job{ECU: r.v.ECUs[0], Firmware: firmware(t, next, base)}
+				killAt(t, r, job, func(ev Event) bool { return ev.Phase == at })
+				// Between the runs the ECU runs one of the images, the new
+				// one possibly still on trial.
+				st := waitRunning(t, r.ecus[0])
+				for _, sl := range st.Slots {
+					if sl.Name == st.ActiveSlot && sl.Digest != digestString(imageDigest(base)) && sl.Digest != digestString(imageDigest(next)) {
+						t.Fatalf("between the runs the ECU runs %+v", sl)
+					}
+				}
+				r.restart()
+				res := r.eng.Flash(context.Background(), job)
+				expect(t, res, Done)
+				checkBootsValid(t, r.ecus[0], next)
+			})
+		})
+	}
+}
