@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -104,9 +105,17 @@ type Slot struct {
 	State          string
 	Confirmed      bool
 	ReleaseCounter uint32
-	Digest         [sha256.Size]byte // zero without a valid image
+	Digest         Digest // zero without a valid image
 	Version        string
 }
+
+// Digest is the SHA-256 of a whole image; as text "sha256:<hex>".
+type Digest [sha256.Size]byte
+
+func (d Digest) String() string { return "sha256:" + hex.EncodeToString(d[:]) }
+
+// MarshalText writes the digest as String does.
+func (d Digest) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
 // Running returns the running slot, if one runs.
 func (s Slots) Running() (Slot, bool) {
@@ -274,7 +283,7 @@ func (g *Generic) DecodeSlots(_ context.Context, v [][]byte) (Slots, error) {
 			State:          slotStates[r[0]],
 			Confirmed:      r[1] == 1,
 			ReleaseCounter: binary.BigEndian.Uint32(r[2:6]),
-			Digest:         [sha256.Size]byte(r[6:38]),
+			Digest:         Digest(r[6:38]),
 			Version:        strings.TrimRight(string(r[38:70]), "\x00"),
 		}
 	}
