@@ -739,17 +739,16 @@ func (p *programmer) FinishDownload() ([]byte, error) {
 	if p.e.faults.powerLossIn(PhaseTransferExit, 0) {
 		return nil, p.e.losePower(p.c, "transferExit")
 	}
+	// Take the applier over under the lock, as abort does, so that a
+	// power loss while it finishes (abort from losePower) does not wait
+	// for the result this receive takes.
 	p.mu.Lock()
 	pw, done := p.pw, p.done
-	p.active = false
+	p.pw, p.done, p.active = nil, nil, false
 	p.mu.Unlock()
 	if done != nil {
 		pw.Close()
-		err := <-done
-		p.mu.Lock()
-		p.pw, p.done = nil, nil
-		p.mu.Unlock()
-		if err != nil {
+		if err := <-done; err != nil {
 			p.e.log.Info("delta download failed", zap.Error(err))
 			return nil, uds.GeneralProgrammingFailure
 		}
