@@ -15,7 +15,7 @@ import (
 func newFirmwareCmd(*globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "firmware",
-		Short: "Pack, inspect and pull firmware artifacts (OCI registry or OCI image layout)",
+		Short: "Build images; pack, inspect and pull firmware artifacts (OCI registry or OCI image layout)",
 		Long: `Firmware artifacts are OCI artifacts holding a firmware image, its config
 (hardware ids, version, release counter, size, SHA-256) and delta patches from
 earlier images; docs/firmware-artifacts.md describes them. REF is a registry
@@ -24,7 +24,7 @@ reference (HOST[:PORT]/REPO:TAG or @sha256:...) or an OCI image layout
 	}
 	var reg registryFlags
 	reg.add(cmd)
-	cmd.AddCommand(newFirmwarePackCmd(&reg), newFirmwareInspectCmd(&reg), newFirmwarePullCmd(&reg))
+	cmd.AddCommand(newFirmwareBuildCmd(), newFirmwarePackCmd(&reg), newFirmwareInspectCmd(&reg), newFirmwarePullCmd(&reg))
 	return cmd
 }
 
