@@ -153,8 +153,8 @@ var simReady = regexp.MustCompile(`socketcand (127\.0\.0\.1:\d+); status http://
 
 // TestSimProcessServesUDSToAnotherProcess starts `ecu-kubelet sim` as a
 // real process on loopback ports, talks UDS to ECUs on both buses through
-// its socketcand server, reads its status with `sim status`, and stops it
-// with SIGINT.
+// its socketcand server, flashes one with `ecu-kubelet flash` through it,
+// reads its status with `sim status`, and stops it with SIGINT.
 func TestSimProcessServesUDSToAnotherProcess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
@@ -221,12 +221,17 @@ func TestSimProcessServesUDSToAnotherProcess(t *testing.T) {
 		bus.Close()
 	}
 
+	flashThroughSimProcess(t, vehiclePath, busAddr)
+
 	out, err := exec.CommandContext(ctx, bin, "sim", "status", "--server", statusAddr).CombinedOutput()
 	if err != nil {
 		t.Fatalf("sim status: %v\n%s", err, out)
 	}
 	if !regexp.MustCompile(`(?m)^brake +running +A +\S+ +1 +1\.2\.0 r4 confirmed +1\.1\.0 r3 `).Match(out) {
 		t.Errorf("sim status does not show the brake running 1.2.0 from slot A:\n%s", out)
+	}
+	if !regexp.MustCompile(`(?m)^door-fl +running +B .* 1\.4\.0 r6 confirmed`).Match(out) {
+		t.Errorf("sim status does not show door-fl running the flashed 1.4.0 from slot B:\n%s", out)
 	}
 
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
