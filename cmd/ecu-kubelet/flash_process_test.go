@@ -20,16 +20,24 @@ import (
 // its socketcand address replaced by busAddr.
 func flashThroughSimProcess(t *testing.T, vehiclePath, busAddr string) {
 	t.Helper()
-	dir := t.TempDir()
 	desc, err := os.ReadFile(vehiclePath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	config := filepath.Join(dir, "car.yaml")
+	config := filepath.Join(t.TempDir(), "car.yaml")
 	if err := os.WriteFile(config, bytes.ReplaceAll(desc, []byte("127.0.0.1:29536"), []byte(busAddr)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	img, err := sim.SyntheticImage(image.Header{Version: "1.4.0", HardwareID: "DOOR-HW-01", ReleaseCounter: 6}, 20000)
+	flashWithCommand(t, config, "door-fl", image.Header{Version: "1.4.0", HardwareID: "DOOR-HW-01", ReleaseCounter: 6}, 20000)
+}
+
+// flashWithCommand packs a synthetic image with hdr and a payload of n
+// bytes into an OCI layout and flashes it onto ecu of the vehicle config
+// with `ecu-kubelet flash -o json`; the job must end done.
+func flashWithCommand(t *testing.T, config, ecu string, hdr image.Header, n int) {
+	t.Helper()
+	dir := t.TempDir()
+	img, err := sim.SyntheticImage(hdr, n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +45,7 @@ func flashThroughSimProcess(t *testing.T, vehiclePath, busAddr string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref := "oci-layout:" + filepath.Join(dir, "layout") + ":door-1.4.0"
+	ref := "oci-layout:" + filepath.Join(dir, "layout") + ":" + ecu
 	if _, err := p.Push(context.Background(), ref, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -48,13 +56,13 @@ func flashThroughSimProcess(t *testing.T, vehiclePath, busAddr string) {
 	root := newRootCmd()
 	root.SetOut(&out)
 	root.SetErr(&out)
-	root.SetArgs([]string{"--log-level", "error", "flash", "--config", config, "--ecu", "door-fl", "--image", ref,
+	root.SetArgs([]string{"--log-level", "error", "flash", "--config", config, "--ecu", ecu, "--image", ref,
 		"-o", "json", "--state-dir", filepath.Join(dir, "state")})
 	if err := root.ExecuteContext(t.Context()); err != nil {
-		t.Fatalf("flash: %v\n%s", err, out.String())
+		t.Fatalf("flash %s: %v\n%s", ecu, err, out.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if last := lines[len(lines)-1]; code != exitFlashDone || !strings.Contains(last, `"outcome":"done"`) || !strings.Contains(last, `"version":"1.4.0"`) {
-		t.Fatalf("flash exited %d; its output:\n%s", code, out.String())
+	if last := lines[len(lines)-1]; code != exitFlashDone || !strings.Contains(last, `"outcome":"done"`) || !strings.Contains(last, `"version":"`+hdr.Version+`"`) {
+		t.Fatalf("flash %s exited %d; its output:\n%s", ecu, code, out.String())
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ecu-kubelet/ecu-kubelet/flash/image"
 	"github.com/ecu-kubelet/ecu-kubelet/flash/vehicle"
 	"github.com/ecu-kubelet/ecu-kubelet/sim/vcanvm"
 	"github.com/ecu-kubelet/ecu-kubelet/uds"
@@ -40,8 +41,9 @@ ecus:
 `
 
 // TestVcanSim runs `ecu-kubelet sim` on the kernel's vcan interfaces in the
-// microVM: the ECUs sit on vcan0 and vcan1 themselves, and a tester on the
-// same interfaces reads their versions over ISO-TP, classic and CAN FD.
+// microVM: the ECUs sit on vcan0 and vcan1 themselves, a tester on the same
+// interfaces reads their versions over ISO-TP, classic and CAN FD, and
+// `ecu-kubelet flash` updates both over real SocketCAN.
 func TestVcanSim(t *testing.T) {
 	if vcanvm.Run(t) {
 		return
@@ -56,7 +58,7 @@ func TestVcanSim(t *testing.T) {
 	}
 	// The watchdog bounds the waits so that a lost frame fails the test
 	// instead of hanging the VM; it is no timing assertion.
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	simCtx, stop := context.WithCancel(ctx)
 	root := newRootCmd()
@@ -89,6 +91,8 @@ func TestVcanSim(t *testing.T) {
 			t.Errorf("%s: F189 = %q, want %q", want.ecu, got, want.version)
 		}
 	}
+	flashWithCommand(t, path, "bcm", image.Header{Version: "2.1.0", HardwareID: "BCM-HW-02", ReleaseCounter: 8}, 32768)
+	flashWithCommand(t, path, "airbag", image.Header{Version: "0.9.8", HardwareID: "ACU-HW-01", ReleaseCounter: 3}, 32768)
 	stop()
 	if err := <-done; err != nil {
 		t.Fatalf("sim: %v", err)
