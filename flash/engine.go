@@ -154,6 +154,12 @@ const (
 type Engine struct {
 	// Buses are the vehicle's buses by name; they stay the caller's.
 	Buses map[string]canbus.Bus
+	// BusDescriptions are the vehicle's descriptions of those buses, if
+	// known: an ECU on a CAN FD bus is then spoken to in CAN FD frames
+	// (ISO-TP TX_DL 64, with bit rate switch when the data phase is
+	// faster), which carries several times the payload of classic frames.
+	// Without one, frames are classic CAN, which every bus carries.
+	BusDescriptions map[string]vehicle.Bus
 	// StateDir holds the journals of running jobs; "" keeps none.
 	StateDir string
 	// Events receives progress; sends block (or give up when the job's
@@ -321,7 +327,11 @@ func (jb *job) redial() error {
 // transport when pre-programming is functional.
 func (e *Engine) dial(bus canbus.Bus, ecu vehicle.ECU, functional bool) (*uds.Client, func(), error) {
 	tester, _ := ecu.Addresses()
-	conn, err := isotp.Dial(bus, tester, isotp.Options{})
+	var tp isotp.Options
+	if b, ok := e.BusDescriptions[ecu.Bus]; ok && b.FD {
+		tp.TxDL, tp.BRS = canbus.MaxFDLen, b.DataBitrate > b.Bitrate
+	}
+	conn, err := isotp.Dial(bus, tester, tp)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -329,7 +339,7 @@ func (e *Engine) dial(bus canbus.Bus, ecu vehicle.ECU, functional bool) (*uds.Cl
 	opts := uds.ClientOptions{Timeout: time.Minute}
 	if functional {
 		ft, _ := ecu.FunctionalAddresses()
-		fc, err := isotp.Dial(bus, ft, isotp.Options{})
+		fc, err := isotp.Dial(bus, ft, tp)
 		if err != nil {
 			conn.Close()
 			return nil, nil, err

@@ -112,16 +112,18 @@ func (f *flashFlags) run(ctx context.Context, stdout, stderr io.Writer) (int, er
 		return 0, err
 	}
 	var bus canbus.Bus
+	descs := map[string]vehicle.Bus{}
 	for _, b := range v.Buses {
 		if b.Name == ecu.Bus {
 			if bus, err = canbus.Open(b.URL, b.Config()); err != nil {
 				return 0, err
 			}
+			descs[b.Name] = b
 		}
 	}
 	defer bus.Close()
 	events := make(chan flash.Event)
-	eng := &flash.Engine{Buses: map[string]canbus.Bus{ecu.Bus: bus}, StateDir: f.stateDir, Events: events, ConfirmTimeout: f.confirmTimeout}
+	eng := &flash.Engine{Buses: map[string]canbus.Bus{ecu.Bus: bus}, BusDescriptions: descs, StateDir: f.stateDir, Events: events, ConfirmTimeout: f.confirmTimeout}
 	done := make(chan struct{})
 	show := f.progress(stdout, stderr)
 	go func() {
