@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ecu-kubelet/ecu-kubelet/flash/oem"
+
 	"github.com/ecu-kubelet/ecu-kubelet/flash/delta"
 	"github.com/ecu-kubelet/ecu-kubelet/flash/vehicle"
 	"github.com/ecu-kubelet/ecu-kubelet/uds"
@@ -91,7 +93,7 @@ func newECU(c ECUConfig, bus canbus.Bus, log *zap.Logger) (*ECU, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	key, level, err := SecurityAlgorithm(c.ECU.OEM.Settings)
+	key, level, err := oem.SecurityAlgorithm(c.ECU.OEM.Settings)
 	if err != nil {
 		return nil, fmt.Errorf("sim: %s.oem.settings: %w", c.ECU.Path(), err)
 	}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ecu-kubelet/ecu-kubelet/flash/oem"
+
 	"github.com/ecu-kubelet/ecu-kubelet/flash/delta"
 	"github.com/ecu-kubelet/ecu-kubelet/flash/image"
 	"github.com/ecu-kubelet/ecu-kubelet/flash/vehicle"
@@ -146,7 +148,7 @@ func (b *bench) waitRunning() {
 }
 
 func (b *bench) key() uds.KeyFunc {
-	k, _, err := SecurityAlgorithm(b.ecu.cfg.ECU.OEM.Settings)
+	k, _, err := oem.SecurityAlgorithm(b.ecu.cfg.ECU.OEM.Settings)
 	if err != nil {
 		b.t.Fatal(err)
 	}

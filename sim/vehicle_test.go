@@ -9,6 +9,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/ecu-kubelet/ecu-kubelet/flash/oem"
+
 	"github.com/ecu-kubelet/ecu-kubelet/flash/image"
 	"github.com/ecu-kubelet/ecu-kubelet/flash/vehicle"
 	"github.com/ecu-kubelet/ecu-kubelet/uds"
@@ -94,7 +96,7 @@ ecus:
 		if _, err := c.DiagnosticSessionControl(ctx, uds.ProgrammingSession); err != nil {
 			t.Fatal(err)
 		}
-		key, level, err := SecurityAlgorithm(spec.OEM.Settings)
+		key, level, err := oem.SecurityAlgorithm(spec.OEM.Settings)
 		if err != nil || level != 0x11 {
 			t.Fatalf("SecurityAlgorithm: level %#x, %v", level, err)
 		}

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/ecu-kubelet/ecu-kubelet/flash/vehicle"
+	"github.com/ecu-kubelet/ecu-kubelet/uds"
 )
 
 // Adapter is everything OEM-specific the flash engine needs. Every method
@@ -148,55 +149,85 @@ func New(ecu vehicle.ECU) (Adapter, error) {
 	return nil, fmt.Errorf("oem: %s.oem.adapter %q: unknown adapter; this build has only \"generic\"", ecu.Path(), ecu.OEM.Adapter)
 }
 
-// Generic settings (oem.settings) and their defaults.
+// The generic seed/key algorithms that oem.settings select with `seedKey`
+// (docs/simulator.md), on 4-byte seeds with the 32-bit `seedKeyConstant`,
+// big-endian:
+//
+//	xor: key = seed XOR constant
+//	add: key = seed + constant (mod 2^32)
+//
+// They are test algorithms with no secret worth the name, as the defaults
+// of real bootloaders' development builds are; the simulated ECUs check
+// keys with the same function.
 const (
-	SeedKeyXOR             = "xor" // key = seed XOR seedKeyConstant
-	SeedKeyAdd             = "add" // key = seed + seedKeyConstant mod 2^32
+	SeedKeyXOR             = "xor"
+	SeedKeyAdd             = "add"
 	DefaultSeedKeyConstant = 0x5EC0DE42
-	DefaultSecurityLevel   = 0x01
+	// DefaultSecurityLevel is the requestSeed value that unlocks
+	// programming unless `securityLevel` says otherwise.
+	DefaultSecurityLevel = 0x01
 )
+
+// SecurityAlgorithm returns the key function and the security level that
+// an ECU's oem settings select (seedKey, seedKeyConstant, securityLevel).
+// The Generic adapter answers seeds with it and the simulator checks keys
+// with it, so the two always agree.
+func SecurityAlgorithm(settings map[string]any) (uds.KeyFunc, byte, error) {
+	alg := SeedKeyXOR
+	if v, ok := settings["seedKey"]; ok {
+		str, isStr := v.(string)
+		if !isStr || (str != SeedKeyXOR && str != SeedKeyAdd) {
+			return nil, 0, fmt.Errorf("seedKey: %v: want xor or add", v)
+		}
+		alg = str
+	}
+	constant := uint64(DefaultSeedKeyConstant)
+	if v, ok := settings["seedKeyConstant"]; ok {
+		n, err := settingUint(v, 32)
+		if err != nil {
+			return nil, 0, fmt.Errorf("seedKeyConstant: %w", err)
+		}
+		constant = n
+	}
+	level := uint64(DefaultSecurityLevel)
+	if v, ok := settings["securityLevel"]; ok {
+		n, err := settingUint(v, 8)
+		if err != nil || n%2 == 0 || n > 0x7D {
+			return nil, 0, fmt.Errorf("securityLevel: %v: want an odd requestSeed value 0x01-0x7D", v)
+		}
+		level = n
+	}
+	c := uint32(constant)
+	key := func(_ byte, seed []byte) ([]byte, error) {
+		if len(seed) != 4 {
+			return nil, fmt.Errorf("seed of %d bytes; the %s algorithm takes 4", len(seed), alg)
+		}
+		s := binary.BigEndian.Uint32(seed)
+		if alg == SeedKeyAdd {
+			return binary.BigEndian.AppendUint32(nil, s+c), nil
+		}
+		return binary.BigEndian.AppendUint32(nil, s^c), nil
+	}
+	return key, byte(level), nil
+}
 
 // Generic is the ISO 14229 adapter of docs/simulator.md: routines 0xFF00
 // erase, 0xFF01 verify (with the image's SHA-256), 0xFF02 activate, 0xFF03
 // confirm, 0xFF04 revert; slot DIDs 0xFD00-0xFD02; formats 0x00 (image)
-// and 0x10 (delta); a 4-byte seed-key of oem.settings seedKey
-// (xor or add) with seedKeyConstant at securityLevel.
+// and 0x10 (delta); the seed/key of SecurityAlgorithm.
 type Generic struct {
-	profile  Profile
-	add      bool
-	constant uint32
+	profile Profile
+	key     uds.KeyFunc
 }
 
 // NewGeneric configures a Generic adapter from the ECU's oem settings
 // (seedKey, seedKeyConstant, securityLevel) and flash geometry.
 func NewGeneric(ecu vehicle.ECU) (*Generic, error) {
-	s := ecu.OEM.Settings
-	g := &Generic{constant: DefaultSeedKeyConstant}
-	level := uint64(DefaultSecurityLevel)
-	if v, ok := s["seedKey"]; ok {
-		str, _ := v.(string)
-		switch str {
-		case SeedKeyXOR:
-		case SeedKeyAdd:
-			g.add = true
-		default:
-			return nil, fmt.Errorf("oem: %s.oem.settings.seedKey: %v: want xor or add", ecu.Path(), v)
-		}
+	key, level, err := SecurityAlgorithm(ecu.OEM.Settings)
+	if err != nil {
+		return nil, fmt.Errorf("oem: %s.oem.settings.%w", ecu.Path(), err)
 	}
-	if v, ok := s["seedKeyConstant"]; ok {
-		n, err := settingUint(v, 32)
-		if err != nil {
-			return nil, fmt.Errorf("oem: %s.oem.settings.seedKeyConstant: %w", ecu.Path(), err)
-		}
-		g.constant = uint32(n)
-	}
-	if v, ok := s["securityLevel"]; ok {
-		n, err := settingUint(v, 8)
-		if err != nil || n%2 == 0 || n > 0x7D {
-			return nil, fmt.Errorf("oem: %s.oem.settings.securityLevel: %v: want an odd requestSeed value 0x01-0x7D", ecu.Path(), v)
-		}
-		level = n
-	}
+	g := &Generic{key: key}
 	a := ecu.Addressing
 	g.profile = Profile{
 		SecurityLevel: byte(level),
@@ -247,16 +278,13 @@ func settingUint(v any, bits int) (uint64, error) {
 // Profile returns the generic sequence.
 func (g *Generic) Profile(context.Context) (Profile, error) { return g.profile, nil }
 
-// Key answers a 4-byte seed.
-func (g *Generic) Key(_ context.Context, _ byte, seed []byte) ([]byte, error) {
-	if len(seed) != 4 {
-		return nil, fmt.Errorf("oem: seed of %d bytes; the generic algorithm takes 4", len(seed))
+// Key answers a 4-byte seed with SecurityAlgorithm's key.
+func (g *Generic) Key(_ context.Context, level byte, seed []byte) ([]byte, error) {
+	key, err := g.key(level, seed)
+	if err != nil {
+		return nil, fmt.Errorf("oem: %w", err)
 	}
-	s := binary.BigEndian.Uint32(seed)
-	if g.add {
-		return binary.BigEndian.AppendUint32(nil, s+g.constant), nil
-	}
-	return binary.BigEndian.AppendUint32(nil, s^g.constant), nil
+	return key, nil
 }
 
 const slotRecordLen = 71

@@ -123,3 +123,39 @@ func FuzzGenericDecodeSlots(f *testing.F) {
 		g.CheckVerify(context.Background(), a, [32]byte{})
 	})
 }
+
+// TestSecurityAlgorithm checks the generic algorithms against keys worked
+// out by hand, and the settings they refuse.
+func TestSecurityAlgorithm(t *testing.T) {
+	seed := []byte{0x01, 0x02, 0x03, 0x04}
+	tests := []struct {
+		settings map[string]any
+		key      []byte
+		level    byte
+	}{
+		{nil, []byte{0x5F, 0xC2, 0xDD, 0x46}, 1},
+		{map[string]any{"seedKey": "add", "seedKeyConstant": 0xFFFFFFFF}, []byte{0x01, 0x02, 0x03, 0x03}, 1},
+		{map[string]any{"seedKey": "xor", "seedKeyConstant": "0x01010101", "securityLevel": 0x11}, []byte{0x00, 0x03, 0x02, 0x05}, 0x11},
+	}
+	for _, tt := range tests {
+		k, level, err := SecurityAlgorithm(tt.settings)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := k(level, seed)
+		if err != nil || string(got) != string(tt.key) || level != tt.level {
+			t.Errorf("%v: key % X level %#x (%v), want % X level %#x", tt.settings, got, level, err, tt.key, tt.level)
+		}
+	}
+	for _, bad := range []map[string]any{
+		{"seedKey": "rot13"},
+		{"seedKeyConstant": 1 << 33},
+		{"seedKeyConstant": -1},
+		{"securityLevel": 2},
+		{"securityLevel": "high"},
+	} {
+		if _, _, err := SecurityAlgorithm(bad); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
