@@ -49,6 +49,17 @@ func flashWithCommand(t *testing.T, config, ecu string, hdr image.Header, n int)
 	if _, err := p.Push(context.Background(), ref, nil); err != nil {
 		t.Fatal(err)
 	}
+	code, out := runFlashCommand(t, "--config", config, "--ecu", ecu, "--image", ref, "-o", "json", "--state-dir", filepath.Join(dir, "state"))
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if last := lines[len(lines)-1]; code != exitFlashDone || !strings.Contains(last, `"outcome":"done"`) || !strings.Contains(last, `"version":"`+hdr.Version+`"`) {
+		t.Fatalf("flash %s exited %d; its output:\n%s", ecu, code, out.String())
+	}
+}
+
+// runFlashCommand runs `ecu-kubelet flash args...` in-process and returns
+// the exit code it chose and what it printed on stdout and stderr.
+func runFlashCommand(t *testing.T, args ...string) (int, *bytes.Buffer) {
+	t.Helper()
 	code := exitFlashDone
 	flashExit = func(c int) { code = c }
 	defer func() { flashExit = os.Exit }()
@@ -56,13 +67,9 @@ func flashWithCommand(t *testing.T, config, ecu string, hdr image.Header, n int)
 	root := newRootCmd()
 	root.SetOut(&out)
 	root.SetErr(&out)
-	root.SetArgs([]string{"--log-level", "error", "flash", "--config", config, "--ecu", ecu, "--image", ref,
-		"-o", "json", "--state-dir", filepath.Join(dir, "state")})
-	if err := root.ExecuteContext(t.Context()); err != nil {
-		t.Fatalf("flash %s: %v\n%s", ecu, err, out.String())
+	root.SetArgs(append([]string{"--log-level", "error", "flash"}, args...))
+	if err := root.ExecuteContext(context.Background()); err != nil {
+		t.Fatalf("flash %s: %v\n%s", strings.Join(args, " "), err, out.String())
 	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if last := lines[len(lines)-1]; code != exitFlashDone || !strings.Contains(last, `"outcome":"done"`) || !strings.Contains(last, `"version":"`+hdr.Version+`"`) {
-		t.Fatalf("flash %s exited %d; its output:\n%s", ecu, code, out.String())
-	}
+	return code, &out
 }

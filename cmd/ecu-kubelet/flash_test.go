@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -85,17 +84,7 @@ ecus:
 					t.Fatal(err)
 				}
 
-				code := exitFlashDone
-				flashExit = func(c int) { code = c }
-				defer func() { flashExit = os.Exit }()
-				var out bytes.Buffer
-				root := newRootCmd()
-				root.SetOut(&out)
-				root.SetErr(&out)
-				root.SetArgs(append([]string{"flash", "--config", path, "--ecu", "brake", "--image", ref, "-o", "json", "--state-dir", filepath.Join(dir, "state")}, tt.args...))
-				if err := root.ExecuteContext(context.Background()); err != nil {
-					t.Fatal(err)
-				}
+				code, out := runFlashCommand(t, append([]string{"--config", path, "--ecu", "brake", "--image", ref, "-o", "json", "--state-dir", filepath.Join(dir, "state")}, tt.args...)...)
 				if code != tt.wantCode {
 					t.Errorf("exit code %d, want %d\n%s", code, tt.wantCode, out.String())
 				}
