@@ -122,6 +122,15 @@ func newECU(c ECUConfig, bus canbus.Bus, log *zap.Logger) (*ECU, error) {
 			e.boot.install(s, img.data, seq)
 		}
 	}
+	// The images now live in flash: the ECU keeps their descriptions, not
+	// a second copy of their bytes (a MiB per ECU with two 512 KiB images).
+	for _, p := range []**SlotImage{&e.cfg.Slots.A, &e.cfg.Slots.B} {
+		if *p != nil {
+			d := **p
+			d.data = nil
+			*p = &d
+		}
+	}
 	return e, nil
 }
 
