@@ -176,13 +176,8 @@ func TestInvariantFaultsDuringFlash(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			cfg := base
 			cfg.Faults = []Fault{f}
-			ecu, err := newECU(cfg, nil, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ecu.bus = &faultBus{plan: ecu.faults}
-			d := &direct{t: t, e: ecu}
-			d.boot()
+			d := bootDirect(t, cfg)
+			ecu := d.e
 			d.flash(format, data, new, block)
 			d.checkBootsValid(old, new, what+", after the flash")
 			// The following ignition cycles: a trial image has its boots

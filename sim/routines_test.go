@@ -21,6 +21,17 @@ func newDirect(t *testing.T, old []byte, extra string) *direct {
 	if err != nil {
 		t.Fatal(err)
 	}
+	d := bootDirect(t, cfg)
+	t.Cleanup(func() {
+		d.c.cancel()
+		d.c.prog.abort()
+	})
+	return d
+}
+
+// bootDirect makes the ECU cfg describes, with no bus, and boots it.
+func bootDirect(t *testing.T, cfg ECUConfig) *direct {
+	t.Helper()
 	ecu, err := newECU(cfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -28,10 +39,6 @@ func newDirect(t *testing.T, old []byte, extra string) *direct {
 	ecu.bus = &faultBus{plan: ecu.faults}
 	d := &direct{t: t, e: ecu}
 	d.boot()
-	t.Cleanup(func() {
-		d.c.cancel()
-		d.c.prog.abort()
-	})
 	return d
 }
 
@@ -337,13 +344,7 @@ func TestDeltaDownloadMemoryBounded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ecu, err := newECU(cfg, nil, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ecu.bus = &faultBus{plan: ecu.faults}
-		d := &direct{t: t, e: ecu}
-		d.boot()
+		d := bootDirect(t, cfg)
 		t.Cleanup(func() { d.c.cancel(); d.c.prog.abort() })
 		d.unlock()
 		d.want(0, 0x31, 0x01, 0xFF, 0x00)
