@@ -158,22 +158,13 @@ func BenchmarkVehicleMemoryPerECU(b *testing.B) {
 func BenchmarkVehicleTesterPresent(b *testing.B) {
 	for _, n := range benchSizes(b, 16, 64, 256, 1024) {
 		b.Run(fmt.Sprintf("ecus=%d", n), func(b *testing.B) {
-			testers, buses := runFleet(b, n)
-			lat := make([][]time.Duration, buses)
-			var wg sync.WaitGroup
-			b.ResetTimer()
-			start, cpu0 := time.Now(), cpuTime(b)
-			for bi := range buses {
-				own := testers[bi*ecusPerBus : min((bi+1)*ecusPerBus, n)]
-				wg.Go(func() {
-					for i := range b.N {
-						t0 := time.Now()
-						lat[bi] = append(lat[bi], answer(b, own[i%len(own)], t0))
-					}
-				})
-			}
-			wg.Wait()
-			reportLatency(b, lat, time.Since(start), cpuTime(b)-cpu0)
+			loadFleet(b, n, func(_, _ int, own []*uds.Client, _ time.Time) (lat []time.Duration) {
+				for i := range b.N {
+					t0 := time.Now()
+					lat = append(lat, answer(b, own[i%len(own)], t0))
+				}
+				return lat
+			})
 		})
 	}
 }
@@ -191,33 +182,41 @@ func BenchmarkVehicleKeepAlive(b *testing.B) {
 	const period = 200 * time.Millisecond
 	for _, n := range benchSizes(b, 256, 1024) {
 		b.Run(fmt.Sprintf("ecus=%d", n), func(b *testing.B) {
-			testers, buses := runFleet(b, n)
-			lat := make([][]time.Duration, buses)
-			var wg sync.WaitGroup
-			b.ResetTimer()
-			start, cpu0 := time.Now(), cpuTime(b)
-			for bi := range buses {
-				own := testers[bi*ecusPerBus : min((bi+1)*ecusPerBus, n)]
+			loadFleet(b, n, func(bi, buses int, own []*uds.Client, start time.Time) (lat []time.Duration) {
 				step := period / time.Duration(len(own))
 				// Buses start at spread offsets, as unrelated testers would.
 				first := start.Add(time.Duration(bi) * step / time.Duration(buses))
-				wg.Go(func() {
-					for i := range b.N * len(own) {
-						due := first.Add(time.Duration(i) * step)
-						time.Sleep(time.Until(due))
-						lat[bi] = append(lat[bi], answer(b, own[i%len(own)], due))
-					}
-				})
-			}
-			wg.Wait()
-			reportLatency(b, lat, time.Since(start), cpuTime(b)-cpu0)
+				for i := range b.N * len(own) {
+					due := first.Add(time.Duration(i) * step)
+					time.Sleep(time.Until(due))
+					lat = append(lat, answer(b, own[i%len(own)], due))
+				}
+				return lat
+			})
 		})
 	}
 }
 
+// loadFleet runs a fleet of n ECUs and, in a goroutine per bus, drive
+// with the bus's index, the number of buses, the bus's testers and the
+// common start; it reports the response times drive returns.
+func loadFleet(b *testing.B, n int, drive func(bus, buses int, own []*uds.Client, start time.Time) []time.Duration) {
+	testers, buses := runFleet(b, n)
+	lat := make([][]time.Duration, buses)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start, cpu0 := time.Now(), cpuTime(b)
+	for bi := range buses {
+		own := testers[bi*ecusPerBus : min((bi+1)*ecusPerBus, n)]
+		wg.Go(func() { lat[bi] = drive(bi, buses, own, start) })
+	}
+	wg.Wait()
+	reportLatency(b, lat, time.Since(start), cpuTime(b)-cpu0)
+}
+
 // benchSizes returns the fleet sizes to measure: def, or the
 // comma-separated list in ECU_KUBELET_SIM_BENCH_ECUS (each ECU takes about
-// 4.5 MiB of RSS, so larger fleets need the memory).
+// 2.5 MiB of RSS, so larger fleets need the memory).
 func benchSizes(b *testing.B, def ...int) []int {
 	env := os.Getenv("ECU_KUBELET_SIM_BENCH_ECUS")
 	if env == "" {
