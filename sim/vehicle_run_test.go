@@ -234,9 +234,9 @@ func serveDemoCar(t *testing.T) (*Vehicle, func(vehicle.Bus) string) {
 }
 
 // readWhenUp reads did from the ECU, retrying until it answers (it boots
-// in real time here) or ctx ends. A request that timed out while the ECU
-// came up may be answered late, and that stale answer fails the next
-// request once; retrying rides over it.
+// in real time here) or ctx ends.
+// Requests sent before it boots time out; the client skips their late
+// answers.
 func readWhenUp(ctx context.Context, t *testing.T, c *uds.Client, did uint16) []byte {
 	t.Helper()
 	for {

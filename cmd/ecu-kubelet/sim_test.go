@@ -122,9 +122,9 @@ func TestWriteSimStatusShowsSlotsAndVersions(t *testing.T) {
 }
 
 // readWhenUp reads did from a simulated ECU, retrying until it answers
-// (it boots in real time) or ctx ends. A request that timed out while the
-// ECU came up may be answered late, and that stale answer fails the next
-// request once; retrying rides over it.
+// (it boots in real time) or ctx ends.
+// Requests sent before it boots time out; the client skips their late
+// answers.
 func readWhenUp(ctx context.Context, t *testing.T, c *uds.Client, did uint16) []byte {
 	t.Helper()
 	for {
