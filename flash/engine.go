@@ -326,6 +326,11 @@ func (jb *job) redial() error {
 // dial connects a client to the ECU over ISO-TP, with a functional
 // transport when pre-programming is functional.
 func (e *Engine) dial(bus canbus.Bus, ecu vehicle.ECU, functional bool) (*uds.Client, func(), error) {
+	return e.dialTracing(bus, ecu, functional, e.Transcript)
+}
+
+// dialTracing is dial with the messages going to transcript (none if nil).
+func (e *Engine) dialTracing(bus canbus.Bus, ecu vehicle.ECU, functional bool, transcript func(TranscriptEntry)) (*uds.Client, func(), error) {
 	tester, _ := ecu.Addresses()
 	var tp isotp.Options
 	if b, ok := e.BusDescriptions[ecu.Bus]; ok && b.FD {
@@ -347,7 +352,7 @@ func (e *Engine) dial(bus canbus.Bus, ecu vehicle.ECU, functional bool) (*uds.Cl
 		closers = append(closers, fc)
 		opts.Functional = fc
 	}
-	if e.Transcript != nil {
+	if transcript != nil {
 		var mu sync.Mutex
 		var last time.Time
 		opts.Trace = func(sent bool, msg []byte) {
@@ -370,7 +375,7 @@ func (e *Engine) dial(bus canbus.Bus, ecu vehicle.ECU, functional bool) (*uds.Cl
 				}
 				t.Service = uds.SID(sid).String()
 			}
-			e.Transcript(t)
+			transcript(t)
 		}
 	}
 	return uds.NewClient(conn, opts), func() {
@@ -516,32 +521,38 @@ func phaseAtLeast(p, than Phase) bool {
 
 // identity reads the hardware id, version and slot state.
 func (jb *job) identity(ctx context.Context) (oem.Identity, error) {
+	return readIdentity(ctx, jb.c, jb.ad, jb.prof)
+}
+
+// readIdentity reads an ECU's hardware id, version and slot state through
+// its OEM adapter's DIDs.
+func readIdentity(ctx context.Context, c *uds.Client, ad oem.Adapter, prof oem.Profile) (oem.Identity, error) {
 	var id oem.Identity
 	read := func(did uint16) ([]byte, error) {
-		r, err := jb.c.ReadDataByIdentifier(ctx, did)
+		r, err := c.ReadDataByIdentifier(ctx, did)
 		if err != nil {
 			return nil, err
 		}
 		return r[0].Data, nil
 	}
-	hw, err := read(jb.prof.HardwareIDDID)
+	hw, err := read(prof.HardwareIDDID)
 	if err != nil {
 		return id, err
 	}
-	ver, err := read(jb.prof.VersionDID)
+	ver, err := read(prof.VersionDID)
 	if err != nil {
 		return id, err
 	}
 	id.HardwareID, id.Version = string(hw), string(ver)
 	var vals [][]byte
-	for _, did := range jb.prof.SlotDIDs {
+	for _, did := range prof.SlotDIDs {
 		v, err := read(did)
 		if err != nil {
 			return id, err
 		}
 		vals = append(vals, v)
 	}
-	id.Slots, err = jb.ad.DecodeSlots(ctx, vals)
+	id.Slots, err = ad.DecodeSlots(ctx, vals)
 	return id, err
 }
 
