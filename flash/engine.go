@@ -238,11 +238,18 @@ type job struct {
 	journal *journal
 	data    []byte // what the transfer sends
 	delta   bool   // data is a delta envelope and patch
+	// rollback makes the job activate the image the inactive slot holds
+	// instead of writing one (Engine.Rollback).
+	rollback bool
 }
 
 // Flash runs one job to its outcome. A job whose context ends leaves its
 // journal so that the next run resumes it.
 func (e *Engine) Flash(ctx context.Context, j Job) Result {
+	return e.flash(ctx, j, false)
+}
+
+func (e *Engine) flash(ctx context.Context, j Job, rollback bool) Result {
 	name := j.ECU.Name
 	res := Result{ECU: name, Outcome: Failed}
 	fail := func(err error) Result {
@@ -287,7 +294,7 @@ func (e *Engine) Flash(ctx context.Context, j Job) Result {
 		return fail(err)
 	}
 	defer release()
-	jb := &job{e: e, j: j, name: name, ad: ad, prof: prof, bus: bus, target: target}
+	jb := &job{e: e, j: j, name: name, ad: ad, prof: prof, bus: bus, target: target, rollback: rollback}
 	if err := jb.redial(); err != nil {
 		return fail(fmt.Errorf("flash: %s: %w", name, err))
 	}
@@ -621,6 +628,12 @@ func (jb *job) plan(ctx context.Context, id oem.Identity, res *Result) error {
 	}
 	if err := jb.ad.PreFlashCheck(ctx, id); err != nil {
 		return refuse("pre-flash check: %v", err)
+	}
+	if jb.rollback {
+		p.Reason = "rollback: activate the image the other slot holds"
+		res.Plan = p
+		jb.event(ctx, Event{Phase: PhasePlan, Note: p.Reason})
+		return nil
 	}
 	p.Reason = "full image: the ECU runs no image to patch"
 	jb.data, jb.delta = nil, false

@@ -99,31 +99,10 @@ func (jb *job) program(ctx context.Context) error {
 	if ident.Slots.Active >= 0 {
 		slot = 1 - ident.Slots.Active
 	}
-	if err := jb.phase(ctx, PhaseErase, ""); err != nil {
-		return err
-	}
-	if _, err := jb.c.RoutineControl(ctx, uds.StartRoutine, jb.prof.Erase.ID, jb.prof.Erase.Option); err != nil {
-		return fmt.Errorf("erasing slot %d: %w", slot, err)
-	}
-	if err := jb.phase(ctx, PhaseTransfer, ""); err != nil {
-		return err
-	}
-	format := jb.prof.FullFormat
-	if jb.delta {
-		format = jb.prof.DeltaFormat
-	}
-	total := int64(len(jb.data))
-	start := time.Now()
-	_, err = jb.c.Download(ctx, uds.DownloadRequest{DataFormat: format, Address: jb.prof.SlotAddresses[slot]}, jb.data, func(sent int) {
-		ev := Event{Phase: PhaseTransfer, Bytes: int64(sent), Total: total}
-		if el := time.Since(start).Seconds(); el > 0 {
-			ev.Rate = float64(sent) / el
-			ev.ETA = time.Duration(float64(total-int64(sent)) / ev.Rate * float64(time.Second))
+	if !jb.rollback {
+		if err := jb.transfer(ctx, slot); err != nil {
+			return err
 		}
-		jb.event(ctx, ev)
-	})
-	if err != nil {
-		return fmt.Errorf("transfer: %w", err)
 	}
 	if err := jb.phase(ctx, PhaseVerify, ""); err != nil {
 		return err
@@ -146,6 +125,37 @@ func (jb *job) program(ctx context.Context) error {
 		return fmt.Errorf("activate: %w", err)
 	}
 	return jb.reset(ctx)
+}
+
+// transfer erases the inactive slot and downloads the planned data into it.
+func (jb *job) transfer(ctx context.Context, slot int) error {
+	if err := jb.phase(ctx, PhaseErase, ""); err != nil {
+		return err
+	}
+	if _, err := jb.c.RoutineControl(ctx, uds.StartRoutine, jb.prof.Erase.ID, jb.prof.Erase.Option); err != nil {
+		return fmt.Errorf("erasing slot %d: %w", slot, err)
+	}
+	if err := jb.phase(ctx, PhaseTransfer, ""); err != nil {
+		return err
+	}
+	format := jb.prof.FullFormat
+	if jb.delta {
+		format = jb.prof.DeltaFormat
+	}
+	total := int64(len(jb.data))
+	start := time.Now()
+	_, err := jb.c.Download(ctx, uds.DownloadRequest{DataFormat: format, Address: jb.prof.SlotAddresses[slot]}, jb.data, func(sent int) {
+		ev := Event{Phase: PhaseTransfer, Bytes: int64(sent), Total: total}
+		if el := time.Since(start).Seconds(); el > 0 {
+			ev.Rate = float64(sent) / el
+			ev.ETA = time.Duration(float64(total-int64(sent)) / ev.Rate * float64(time.Second))
+		}
+		jb.event(ctx, ev)
+	})
+	if err != nil {
+		return fmt.Errorf("transfer: %w", err)
+	}
+	return nil
 }
 
 // reset resets the ECU; a lost answer is no failure, the reset may have

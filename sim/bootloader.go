@@ -149,8 +149,16 @@ func (in slotInfo) state(running bool) string {
 	return SlotValid
 }
 
-// activate marks slot s for its test boot, newer than the other slot.
+// activate marks slot s for its test boot, newer than the other slot. A
+// slot that ran before (confirmed, or rejected) gets a fresh trailer: its
+// trailer sector is erased first, which leaves the image valid and
+// inactive if power fails in between, as MCUboot rewrites a trailer.
 func (b *bootloader) activate(ctx context.Context, s int) error {
+	if b.readTrailer(s).activated {
+		if err := b.f.erase(ctx, s, b.f.sectors()-1); err != nil {
+			return err
+		}
+	}
 	seq := b.readTrailer(1-s).seq + 1
 	rec := binary.BigEndian.AppendUint32([]byte(trailerMagic), seq)
 	return b.f.program(ctx, s, b.trailerOff(), rec)

@@ -563,7 +563,9 @@ func (e *ECU) activateRoutine(c *cycle) uds.HandlerFunc {
 			return nil, uds.RequestSequenceError
 		}
 		in := e.boot.inspect(s)
-		if in.err != nil || in.tr.activated {
+		// A pending slot is activated already; one that ran before may be
+		// activated again (a rollback to it).
+		if in.err != nil || (in.tr.activated && !in.tr.confirmed && !in.tr.rejected) {
 			return nil, uds.ConditionsNotCorrect
 		}
 		if e.faults.powerLossIn(PhaseActivate, 0) {
