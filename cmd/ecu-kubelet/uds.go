@@ -132,15 +132,8 @@ func parseCANID(s string) (id uint32, extended bool, err error) {
 	return uint32(v), len(strings.TrimPrefix(strings.ToLower(s), "0x")) == 8 || v > canbus.MaxStdID, nil
 }
 
-// parseNumber and parseHexBytes read command arguments.
-func parseNumber(what, s string, bits int) (uint64, error) {
-	v, err := strconv.ParseUint(strings.TrimPrefix(strings.ToLower(s), "0x"), 16, bits)
-	if err != nil {
-		return 0, fmt.Errorf("%s %q: want a hex number of at most %d bits", what, s, bits)
-	}
-	return v, nil
-}
-
+// parseHexBytes reads a command argument of hex bytes; uds.ParseHex reads
+// the numbers.
 func parseHexBytes(what, s string) ([]byte, error) {
 	b, err := hex.DecodeString(strings.NewReplacer(" ", "", ":", "").Replace(s))
 	if err != nil {
@@ -161,7 +154,7 @@ func (r sessionResult) Text() string {
 }
 
 func udsSession(ctx context.Context, c *uds.Client, args []string) (any, error) {
-	s, err := parseNumber("session", args[0], 8)
+	s, err := uds.ParseHex("session", args[0], 8)
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +173,7 @@ type resetResult struct {
 func (r resetResult) Text() string { return fmt.Sprintf("ECU reset (type %02X) accepted", r.ResetType) }
 
 func udsReset(ctx context.Context, c *uds.Client, args []string) (any, error) {
-	t, err := parseNumber("reset type", args[0], 8)
+	t, err := uds.ParseHex("reset type", args[0], 8)
 	if err != nil {
 		return nil, err
 	}
@@ -191,16 +184,8 @@ func udsReset(ctx context.Context, c *uds.Client, args []string) (any, error) {
 	return resetResult{byte(t), pd}, nil
 }
 
-// didValue is one DID read: its value in hex, and as text where the DID is
-// an identification string.
-type didValue struct {
-	DID  string `json:"did"`
-	Name string `json:"name"`
-	Hex  string `json:"hex"`
-	Text string `json:"text,omitempty"`
-}
-
-type didValues []didValue
+// didValues are the DIDs read, one a line.
+type didValues []uds.DIDValue
 
 func (v didValues) Text() string {
 	var b strings.Builder
@@ -208,11 +193,7 @@ func (v didValues) Text() string {
 		if i > 0 {
 			b.WriteByte('\n')
 		}
-		if d.Text != "" {
-			fmt.Fprintf(&b, "%s %s: %q", d.DID, d.Name, d.Text)
-		} else {
-			fmt.Fprintf(&b, "%s %s: %s", d.DID, d.Name, d.Hex)
-		}
+		b.WriteString(d.String())
 	}
 	return b.String()
 }
@@ -220,7 +201,7 @@ func (v didValues) Text() string {
 func udsReadDID(ctx context.Context, c *uds.Client, args []string) (any, error) {
 	dids := make([]uint16, len(args))
 	for i, a := range args {
-		v, err := parseNumber("DID", a, 16)
+		v, err := uds.ParseHex("DID", a, 16)
 		if err != nil {
 			return nil, err
 		}
@@ -232,10 +213,7 @@ func udsReadDID(ctx context.Context, c *uds.Client, args []string) (any, error) 
 	}
 	out := make(didValues, len(recs))
 	for i, r := range recs {
-		out[i] = didValue{DID: fmt.Sprintf("%04X", r.DID), Name: uds.DIDName(r.DID), Hex: strings.ToUpper(hex.EncodeToString(r.Data))}
-		if s, ok := uds.IdentificationString(r.DID, r.Data); ok {
-			out[i].Text = s
-		}
+		out[i] = r.Describe()
 	}
 	return out, nil
 }
@@ -247,7 +225,7 @@ type doneResult struct {
 func (r doneResult) Text() string { return r.Done }
 
 func udsWriteDID(ctx context.Context, c *uds.Client, args []string) (any, error) {
-	did, err := parseNumber("DID", args[0], 16)
+	did, err := uds.ParseHex("DID", args[0], 16)
 	if err != nil {
 		return nil, err
 	}
@@ -289,7 +267,7 @@ func udsDTC(ctx context.Context, c *uds.Client, args []string) (any, error) {
 	mask := uint64(0xFF)
 	if len(args) == 1 {
 		var err error
-		if mask, err = parseNumber("status mask", args[0], 8); err != nil {
+		if mask, err = uds.ParseHex("status mask", args[0], 8); err != nil {
 			return nil, err
 		}
 	}
@@ -308,7 +286,7 @@ func udsClearDTC(ctx context.Context, c *uds.Client, args []string) (any, error)
 	group := uint64(0xFFFFFF)
 	if len(args) == 1 {
 		var err error
-		if group, err = parseNumber("DTC group", args[0], 24); err != nil {
+		if group, err = uds.ParseHex("DTC group", args[0], 24); err != nil {
 			return nil, err
 		}
 	}
@@ -337,7 +315,7 @@ func udsRoutine(ctx context.Context, c *uds.Client, args []string) (any, error) 
 	if !ok {
 		return nil, fmt.Errorf("routine %q: want start, stop or results", args[0])
 	}
-	id, err := parseNumber("routine identifier", args[1], 16)
+	id, err := uds.ParseHex("routine identifier", args[1], 16)
 	if err != nil {
 		return nil, err
 	}
