@@ -481,7 +481,10 @@ func (jb *job) run(ctx context.Context, res *Result) error {
 			continue // the reset is done: the next round confirms
 		}
 		var ve *oem.VerifyError
-		if ctx.Err() != nil || (errors.As(err, &ve) && !ve.Retry) {
+		var pe *oem.PluginError
+		if ctx.Err() != nil || (errors.As(err, &ve) && !ve.Retry) || errors.As(err, &pe) {
+			// Another attempt would ask the same failed plugin process;
+			// the next job gets a new one.
 			return err
 		}
 		last = err
@@ -576,6 +579,10 @@ func (jb *job) waitUp(ctx context.Context, wait time.Duration) (oem.Identity, er
 		if ctx.Err() != nil {
 			return id, ctx.Err()
 		}
+		var pe *oem.PluginError
+		if errors.As(err, &pe) {
+			return id, err // the adapter, not the ECU, failed: waiting does not help
+		}
 		if time.Now().After(deadline) {
 			return id, fmt.Errorf("flash: %s: the ECU did not answer within %v: %w", jb.name, wait, err)
 		}
@@ -607,6 +614,20 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// preFlashCheck reads the adapter's check DIDs and asks it whether the
+// ECU may be flashed now.
+func (jb *job) preFlashCheck(ctx context.Context, id oem.Identity) error {
+	var checks [][]byte
+	for _, did := range jb.prof.CheckDIDs {
+		r, err := jb.c.ReadDataByIdentifier(ctx, did)
+		if err != nil {
+			return fmt.Errorf("reading DID 0x%04X: %w", did, err)
+		}
+		checks = append(checks, r[0].Data)
+	}
+	return jb.ad.PreFlashCheck(ctx, id, checks)
+}
+
 // plan checks the job against the ECU and loads what the transfer sends.
 func (jb *job) plan(ctx context.Context, id oem.Identity, res *Result) error {
 	cfg := jb.j.Firmware.Config
@@ -626,8 +647,12 @@ func (jb *job) plan(ctx context.Context, id oem.Identity, res *Result) error {
 	if ok && cfg.ReleaseCounter < running.ReleaseCounter && !jb.j.AllowDowngrade {
 		return refuse("release counter %d is below the running image's %d (%q); allow a downgrade to flash it", cfg.ReleaseCounter, running.ReleaseCounter, running.Version)
 	}
-	if err := jb.ad.PreFlashCheck(ctx, id); err != nil {
-		return refuse("pre-flash check: %v", err)
+	if err := jb.preFlashCheck(ctx, id); err != nil {
+		var ce *oem.ConditionError
+		if errors.As(err, &ce) {
+			return refuse("pre-flash check: %v", err)
+		}
+		return fmt.Errorf("flash: %s: pre-flash check: %w", jb.name, err)
 	}
 	if jb.rollback {
 		p.Reason = "rollback: activate the image the other slot holds"

@@ -182,6 +182,13 @@ func (jb *job) confirm(ctx context.Context) error {
 	reason := "it did not confirm before the deadline"
 	for time.Now().Before(deadline) {
 		id, err := jb.waitUp(ctx, time.Until(deadline))
+		var pe *oem.PluginError
+		if errors.As(err, &pe) {
+			// Reverting needs the adapter too (security access): leave the
+			// image on trial, which the bootloader reverts unless a job
+			// confirms it.
+			return fmt.Errorf("flash: %s: the new image was activated but cannot be confirmed: %w; it runs on trial: the next job confirms it, else the bootloader reverts it after its test boots", jb.name, err)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return err

@@ -31,10 +31,21 @@ type Adapter interface {
 	// CheckVerify interprets the verify routine's status record; a
 	// non-nil error means the slot must not be activated.
 	CheckVerify(ctx context.Context, status []byte, digest [sha256.Size]byte) error
-	// PreFlashCheck refuses to flash an ECU in the state id describes
-	// (for example a vehicle not parked); nil allows it.
-	PreFlashCheck(ctx context.Context, id Identity) error
+	// PreFlashCheck refuses to flash an ECU in the state id and checks
+	// describe (for example a vehicle not parked) with a *ConditionError;
+	// nil allows it. checks are the values of Profile.CheckDIDs, in that
+	// order, read from the ECU just before.
+	PreFlashCheck(ctx context.Context, id Identity, checks [][]byte) error
 }
+
+// ConditionError is a pre-flash check that refuses to flash the ECU in
+// its present state: the job is refused, nothing is written, and it may
+// succeed later (once the vehicle stands still, say).
+type ConditionError struct {
+	Reason string
+}
+
+func (e *ConditionError) Error() string { return e.Reason }
 
 // Routine is one RoutineControl startRoutine call.
 type Routine struct {
@@ -45,11 +56,17 @@ type Routine struct {
 // Profile is the fixed, plain-data part of an OEM's flash sequence.
 type Profile struct {
 	SecurityLevel byte // odd requestSeed sub-function unlocking programming
+	// KeyLength is the length of Key's answers in bytes; 0 for any.
+	KeyLength int
 	// HardwareIDDID and VersionDID hold the ECU's hardware id and the
 	// running image's version as text.
 	HardwareIDDID, VersionDID uint16
 	// SlotDIDs are read together and given to DecodeSlots.
 	SlotDIDs []uint16
+	// CheckDIDs are read before a flash and given to PreFlashCheck (the
+	// vehicle's speed, the battery voltage): the adapter decides from
+	// their values without reaching the bus itself.
+	CheckDIDs []uint16
 	// Preconditions run (in order, in the programming session, unlocked)
 	// before the erase.
 	Preconditions                    []Routine
@@ -140,13 +157,14 @@ func (e *VerifyError) Error() string {
 }
 
 // New returns the adapter the ECU's oem section names: "" and "generic"
-// are Generic.
+// are Generic. Any other adapter is a plugin, which only a plugin host
+// runs (package flash/oem/plugin: Host.New).
 func New(ecu vehicle.ECU) (Adapter, error) {
 	switch ecu.OEM.Adapter {
 	case "", "generic":
 		return NewGeneric(ecu)
 	}
-	return nil, fmt.Errorf("oem: %s.oem.adapter %q: unknown adapter; this build has only \"generic\"", ecu.Path(), ecu.OEM.Adapter)
+	return nil, fmt.Errorf("oem: %s.oem.adapter %q: a plugin adapter, and this caller runs no plugins; give the flash engine a plugin host's New (flash/oem/plugin) as its NewAdapter", ecu.Path(), ecu.OEM.Adapter)
 }
 
 // The generic seed/key algorithms that oem.settings select with `seedKey`
@@ -231,6 +249,7 @@ func NewGeneric(ecu vehicle.ECU) (*Generic, error) {
 	a := ecu.Addressing
 	g.profile = Profile{
 		SecurityLevel: byte(level),
+		KeyLength:     4,
 		HardwareIDDID: 0xF191,
 		VersionDID:    0xF195,
 		SlotDIDs:      []uint16{0xFD00, 0xFD01, 0xFD02},
@@ -351,4 +370,4 @@ func (g *Generic) CheckVerify(_ context.Context, status []byte, d [sha256.Size]b
 
 // PreFlashCheck allows any ECU: the generic sequence has no vehicle
 // conditions beyond the ECU's own routines.
-func (g *Generic) PreFlashCheck(context.Context, Identity) error { return nil }
+func (g *Generic) PreFlashCheck(context.Context, Identity, [][]byte) error { return nil }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -63,8 +64,13 @@ type Addressing struct {
 
 // OEM names the OEM adapter that programs an ECU and its settings, which
 // only that adapter (and the simulator, for the ECU's side) interprets.
+// Any adapter but "generic" is a plugin (docs/oem-adapters.md): Plugin is
+// the absolute path of its binary and SHA256 the hex SHA-256 the binary
+// must have to be run.
 type OEM struct {
 	Adapter  string         `yaml:"adapter"`
+	Plugin   string         `yaml:"plugin"`
+	SHA256   string         `yaml:"sha256"`
 	Settings map[string]any `yaml:"settings"`
 }
 
@@ -270,12 +276,40 @@ func (v *Vehicle) Validate() error {
 		if e.HardwareID == "" {
 			return &FieldError{p + ".hardwareId", "must be set: flashing checks images against it"}
 		}
-		if e.OEM.Adapter == "" {
-			e.OEM.Adapter = "generic"
+		if err := e.OEM.check(p + ".oem"); err != nil {
+			return err
 		}
 		if err := e.Flash.check(p + ".flash"); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// check fills in the generic adapter and checks a plugin's path and
+// checksum.
+func (o *OEM) check(p string) error {
+	if o.Adapter == "" {
+		o.Adapter = "generic"
+	}
+	if o.Adapter == "generic" {
+		if o.Plugin != "" || o.SHA256 != "" {
+			return &FieldError{p + ".plugin", "plugin and sha256 are for plugin adapters; the generic adapter is built in"}
+		}
+		return nil
+	}
+	if err := checkName(p+".adapter", o.Adapter); err != nil {
+		return err
+	}
+	switch {
+	case o.Plugin == "":
+		return &FieldError{p + ".plugin", fmt.Sprintf("adapter %q is a plugin: give the absolute path of its binary", o.Adapter)}
+	case !filepath.IsAbs(o.Plugin):
+		return &FieldError{p + ".plugin", fmt.Sprintf("%q: must be absolute (a relative path would depend on the directory ecu-kubelet runs in)", o.Plugin)}
+	case !sha256Hex.MatchString(o.SHA256):
+		return &FieldError{p + ".sha256", fmt.Sprintf("%q: want the plugin binary's SHA-256 as 64 lower-case hex digits (sha256sum prints it)", o.SHA256)}
 	}
 	return nil
 }

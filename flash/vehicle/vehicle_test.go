@@ -199,3 +199,29 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestOEMPluginFields(t *testing.T) {
+	sum := strings.Repeat("ab", 32)
+	tests := []struct {
+		oem, wantPath string
+	}{
+		{`{adapter: acme, plugin: /opt/oem/acme, sha256: ` + sum + `}`, ""},
+		{`{adapter: acme, sha256: ` + sum + `}`, "ecus[0].oem.plugin"},
+		{`{adapter: acme, plugin: oem/acme, sha256: ` + sum + `}`, "ecus[0].oem.plugin"},
+		{`{adapter: acme, plugin: /opt/oem/acme}`, "ecus[0].oem.sha256"},
+		{`{adapter: acme, plugin: /opt/oem/acme, sha256: ` + strings.ToUpper(sum) + `}`, "ecus[0].oem.sha256"},
+		{`{adapter: Acme_Motors, plugin: /opt/oem/acme, sha256: ` + sum + `}`, "ecus[0].oem.adapter"},
+		{`{adapter: generic, plugin: /opt/oem/acme}`, "ecus[0].oem.plugin"},
+	}
+	for _, tt := range tests {
+		doc := strings.Replace(good, "oem: {adapter: generic, settings: {seedKey: add}}", "oem: "+tt.oem, 1)
+		_, err := Parse([]byte(doc))
+		var fe *FieldError
+		switch {
+		case tt.wantPath == "" && err != nil:
+			t.Errorf("%s: %v", tt.oem, err)
+		case tt.wantPath != "" && (!errors.As(err, &fe) || fe.Path != tt.wantPath):
+			t.Errorf("%s: %v, want an error at %s", tt.oem, err, tt.wantPath)
+		}
+	}
+}
