@@ -15,7 +15,6 @@ import (
 	"github.com/ecu-kubelet/ecu-kubelet/flash"
 	"github.com/ecu-kubelet/ecu-kubelet/flash/artifact"
 	"github.com/ecu-kubelet/ecu-kubelet/flash/vehicle"
-	"github.com/ecu-kubelet/ecu-kubelet/uds/canbus"
 )
 
 // Exit codes of ecu-kubelet flash (docs/flash-engine.md). 1 is also any
@@ -111,19 +110,14 @@ func (f *flashFlags) run(ctx context.Context, stdout, stderr io.Writer) (int, er
 	if err != nil {
 		return 0, err
 	}
-	var bus canbus.Bus
-	descs := map[string]vehicle.Bus{}
-	for _, b := range v.Buses {
-		if b.Name == ecu.Bus {
-			if bus, err = canbus.Open(b.URL, b.Config()); err != nil {
-				return 0, err
-			}
-			descs[b.Name] = b
-		}
+	buses, err := openBuses(v, ecu.Bus)
+	if err != nil {
+		return 0, err
 	}
-	defer bus.Close()
+	defer closeBuses(buses)
+	desc, _ := v.Bus(ecu.Bus)
 	events := make(chan flash.Event)
-	eng := &flash.Engine{Buses: map[string]canbus.Bus{ecu.Bus: bus}, BusDescriptions: descs, StateDir: f.stateDir, Events: events, ConfirmTimeout: f.confirmTimeout}
+	eng := &flash.Engine{Buses: buses, BusDescriptions: map[string]vehicle.Bus{ecu.Bus: desc}, StateDir: f.stateDir, Events: events, ConfirmTimeout: f.confirmTimeout}
 	done := make(chan struct{})
 	show := f.progress(stdout, stderr)
 	go func() {

@@ -45,6 +45,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(newSimCmd(g))
 	root.AddCommand(newFlashCmd(g))
 	root.AddCommand(newFirmwareCmd(g))
+	root.AddCommand(newRunCmd(g))
 	return root
 }
 
