@@ -28,11 +28,13 @@ type Backend interface {
 	// Logs opens the UDS transcript of a pod's flash.
 	Logs(ctx context.Context, namespace, pod, container string, opts api.ContainerLogOpts) (io.ReadCloser, error)
 	// Exec runs one allow-listed diagnostic command against the pod's ECU.
-	// A command that ran and failed, or was refused, should return a
-	// k8s.io/utils/exec.CodeExitError: the client then sees its message
-	// and exit code ("command terminated with exit code N") rather than an
-	// internal error. Exec returns when the command is done; ctx ends when
-	// the client goes away or the server shuts down.
+	// A command that ran and failed, or was refused, should say why on
+	// attach.Stderr() (nil when the client asked for no stderr) and return
+	// a k8s.io/utils/exec.CodeExitError: the client shows "command
+	// terminated with exit code N" and drops the error's message. Any
+	// other error reaches the client as an internal error. Exec returns
+	// when the command is done; ctx ends when the client goes away or the
+	// server shuts down.
 	Exec(ctx context.Context, namespace, pod, container string, cmd []string, attach api.AttachIO) error
 	// StatsSummary reports the process's nodes and pods (see the package
 	// documentation for why one summary covers every node).
