@@ -43,6 +43,13 @@ type ECUConfig struct {
 	TxDL int `yaml:"txDL"`
 	// Faults are the fault plans, each fired when its trigger comes.
 	Faults []Fault `yaml:"faults"`
+	// Maker makes the ECU demand a car maker's own sequence instead of
+	// the generic one: "acme" for Acme Motors (package flash/oem/acme,
+	// sim/maker.go). Empty or "generic" is docs/simulator.md's.
+	Maker string `yaml:"maker"`
+	// Vehicle is the vehicle state a maker's ECU reports (Acme: speed
+	// and battery voltage DIDs).
+	Vehicle VehicleState `yaml:"vehicle"`
 }
 
 // Defaults of ECUConfig.
@@ -183,6 +190,9 @@ func (c *ECUConfig) check(p string) error {
 		if h.HardwareID != c.ECU.HardwareID {
 			return &vehicle.FieldError{Path: p + field[len("simulation"):], Reason: fmt.Sprintf("image is for hardware %q, the ECU is %q", h.HardwareID, c.ECU.HardwareID)}
 		}
+	}
+	if err := c.checkMaker(p); err != nil {
+		return err
 	}
 	for i := range c.Faults {
 		if err := c.Faults[i].check(fmt.Sprintf("%s.faults[%d]", p, i)); err != nil {

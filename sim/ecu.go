@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ecu-kubelet/ecu-kubelet/flash/oem"
-
 	"github.com/ecu-kubelet/ecu-kubelet/flash/delta"
 	"github.com/ecu-kubelet/ecu-kubelet/flash/vehicle"
 	"github.com/ecu-kubelet/ecu-kubelet/uds"
@@ -93,9 +91,9 @@ func newECU(c ECUConfig, bus canbus.Bus, log *zap.Logger) (*ECU, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	key, level, err := oem.SecurityAlgorithm(c.ECU.OEM.Settings)
+	key, level, err := c.security()
 	if err != nil {
-		return nil, fmt.Errorf("sim: %s.oem.settings: %w", c.ECU.Path(), err)
+		return nil, err
 	}
 	e := &ECU{
 		cfg:    c,
@@ -375,7 +373,7 @@ func (e *ECU) newServer(c *cycle) (*uds.Server, *programmer) {
 				return []byte("never"), nil
 			}
 			return key(level, seed)
-		}}},
+		}, SeedLen: e.cfg.seedLen()}},
 		OnError: func(err error) { e.log.Debug("UDS", zap.Error(err)) },
 	})
 	prog := &programmer{e: e, c: c}
@@ -386,17 +384,18 @@ func (e *ECU) newServer(c *cycle) (*uds.Server, *programmer) {
 		uds.SoftReset: {Handler: e.reset(c)},
 	}})
 	e.registerDIDs(s)
-	s.RegisterRoutine(RoutineEraseInactive, uds.Routine{Access: sec, Start: e.eraseRoutine(c)})
-	s.RegisterRoutine(RoutineVerify, uds.Routine{Access: sec, Start: e.verifyRoutine(c)})
-	s.RegisterRoutine(RoutineActivate, uds.Routine{Access: sec, Start: e.activateRoutine(c)})
-	s.RegisterRoutine(RoutineConfirm, uds.Routine{Start: func(context.Context, *uds.Request) ([]byte, error) {
+	ids, erase := e.registerMaker(s, sec, e.eraseRoutine(c))
+	s.RegisterRoutine(ids.erase, uds.Routine{Access: sec, Start: erase})
+	s.RegisterRoutine(ids.verify, uds.Routine{Access: sec, Start: e.verifyRoutine(c)})
+	s.RegisterRoutine(ids.activate, uds.Routine{Access: sec, Start: e.activateRoutine(c)})
+	s.RegisterRoutine(ids.confirm, uds.Routine{Start: func(context.Context, *uds.Request) ([]byte, error) {
 		if err := e.confirm(c); err != nil {
 			return nil, err
 		}
 		a, _ := e.running()
 		return []byte{byte(a)}, nil
 	}})
-	s.RegisterRoutine(RoutineRevert, uds.Routine{Access: sec, Start: e.revertRoutine(c)})
+	s.RegisterRoutine(ids.revert, uds.Routine{Access: sec, Start: e.revertRoutine(c)})
 	return s, prog
 }
 

@@ -33,7 +33,7 @@ var errHung = errors.New("hung")
 // at once, and a plugin that then still does not answer is stopped all
 // the same.
 func (a *adapter) call(ctx context.Context, name string, f func(context.Context) error) error {
-	if pe := a.p.failure(); pe != nil {
+	if pe := a.p.failure(name); pe != nil {
 		return pe
 	}
 	timeout := orDefault(a.h.CallTimeout, DefaultCallTimeout)
@@ -79,10 +79,11 @@ func (a *adapter) outcome(cctx context.Context, name string, timeout time.Durati
 		case <-t.C:
 		}
 		t.Stop()
-		if f := a.p.failure(); f != nil && f.Failure == oem.PluginCrashed {
-			pe.Failure, pe.Err = oem.PluginCrashed, f.Err
-		} else {
-			pe.Failure, pe.Err = oem.PluginCrashed, fmt.Errorf("the connection failed: %s", st.Message())
+		a.p.mu.Lock()
+		pe.Failure, pe.Err = oem.PluginCrashed, a.p.exitReason()
+		a.p.mu.Unlock()
+		if pe.Err == nil {
+			pe.Err = fmt.Errorf("the connection failed: %s", st.Message())
 		}
 	}
 	pe = a.p.fail(pe)

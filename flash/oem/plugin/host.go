@@ -98,7 +98,7 @@ func (h *Host) proc(ecu vehicle.ECU) (*proc, error) {
 	if h.closed {
 		return nil, fmt.Errorf("oem plugin %s (%s): the plugin host is closed", o.Adapter, o.Plugin)
 	}
-	if p := h.procs[key]; p != nil && p.failure() == nil {
+	if p := h.procs[key]; p != nil && p.failure("New") == nil {
 		return p, nil
 	}
 	// Starting under the lock keeps two jobs from starting two processes
@@ -208,15 +208,14 @@ type proc struct {
 	failed  *oem.PluginError // why the process is unusable, once it is
 }
 
-// failure returns why the process is unusable, or nil while it runs.
-func (p *proc) failure() *oem.PluginError {
+// failure returns why the process is unusable, or nil while it runs; a
+// process that ended unnoticed ended before call.
+func (p *proc) failure(call string) *oem.PluginError {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.failed == nil {
-		select {
-		case <-p.exited:
-			p.failed = &oem.PluginError{Plugin: p.name, Path: p.path, Call: "a call", Failure: oem.PluginCrashed, Err: p.exitReason()}
-		default:
+		if err := p.exitReason(); err != nil {
+			p.failed = &oem.PluginError{Plugin: p.name, Path: p.path, Call: "the call before " + call, Failure: oem.PluginCrashed, Err: err}
 		}
 	}
 	return p.failed
@@ -233,9 +232,14 @@ func (p *proc) fail(e *oem.PluginError) *oem.PluginError {
 	return p.failed
 }
 
-// exitReason is how the process ended; call it with mu held, after
-// exited is closed.
+// exitReason is how the process ended, or nil while it runs; call it
+// with mu held.
 func (p *proc) exitReason() error {
+	select {
+	case <-p.exited:
+	default:
+		return nil
+	}
 	if p.exitErr == "" {
 		return errors.New("exited with status 0")
 	}

@@ -1,0 +1,208 @@
+package plugin_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ecu-kubelet/ecu-kubelet/flash"
+	"github.com/ecu-kubelet/ecu-kubelet/flash/oem"
+	"github.com/ecu-kubelet/ecu-kubelet/flash/vehicle"
+)
+
+// TestPluginFlashesAcmeECU: the example plugin programs an ECU that
+// demands Acme's seed/key, routines, fingerprint and preconditions.
+func TestPluginFlashesAcmeECU(t *testing.T) {
+	t.Parallel()
+	path, sum := examplePlugin(t)
+	r := newRig(t, acmeCar(t, acmeOEM(path, sum, "minBatteryMillivolts: 12000"), ""))
+	next := synthetic(t, "2.0.0", 2)
+	res := r.flash(firmware(next), nil)
+	expect(t, res, flash.Done)
+	r.checkBoots(false, next)
+}
+
+// TestPluginGenericAdapterFailsOnAcmeECU: the generic adapter cannot
+// unlock an Acme ECU (its seeds are 8 bytes at level 0x11), and the ECU
+// keeps its image.
+func TestPluginGenericAdapterFailsOnAcmeECU(t *testing.T) {
+	t.Parallel()
+	path, sum := examplePlugin(t)
+	v := acmeCar(t, acmeOEM(path, sum, ""), "")
+	r := newRig(t, v)
+	r.ecu.OEM = vehicle.OEM{Adapter: "generic"}
+	res := r.flash(firmware(synthetic(t, "2.0.0", 2)), nil)
+	expect(t, res, flash.Failed)
+	r.checkBoots(false, synthetic(t, "1.0.0", 1))
+}
+
+// TestPluginGenericAdapterOnDefaultECU: a plugin host gives ECUs without
+// a plugin the generic adapter, which flashes the simulator's defaults.
+func TestPluginGenericAdapterOnDefaultECU(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, withoutMaker(t, acmeCar(t, "{adapter: generic}", "")))
+	next := synthetic(t, "2.0.0", 2)
+	expect(t, r.flash(firmware(next), nil), flash.Done)
+	r.checkBoots(false, next)
+}
+
+// withoutMaker is v with its ECU's simulation as the generic simulator's.
+func withoutMaker(t *testing.T, v *vehicle.Vehicle) *vehicle.Vehicle {
+	t.Helper()
+	raw, err := vehicle.RawYAML(`{bootTime: 20ms, slots: {a: {version: "1.0.0", releaseCounter: 1, payloadSize: 12288}}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.ECUs[0].Simulation = raw
+	return v
+}
+
+// TestPluginPreFlashChecks: Acme's plugin refuses a moving vehicle and a
+// weak battery from the DIDs the engine read for it; nothing is written.
+func TestPluginPreFlashChecks(t *testing.T) {
+	t.Parallel()
+	path, sum := examplePlugin(t)
+	for _, tc := range []struct{ vehicle, want string }{
+		{"speedKmh: 30", "moves at 30 km/h"},
+		{"batteryMillivolts: 11000", "battery at 11000 mV"},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t, acmeCar(t, acmeOEM(path, sum, ""), "      vehicle: {"+tc.vehicle+"}\n"))
+			res := r.flash(firmware(synthetic(t, "2.0.0", 2)), nil)
+			expect(t, res, flash.Refused)
+			if !strings.Contains(res.Err.Error(), tc.want) {
+				t.Errorf("error %q does not say %q", res.Err, tc.want)
+			}
+			r.checkBoots(false, synthetic(t, "1.0.0", 1))
+		})
+	}
+}
+
+// TestPluginCrash: a plugin that exits during a call fails the job with
+// a reason that names it, the call and its exit status; the ECU keeps its
+// image, and the next job gets a new plugin process and succeeds.
+func TestPluginCrash(t *testing.T) {
+	t.Parallel()
+	path, sum := examplePlugin(t)
+	r := newRig(t, acmeCar(t, acmeOEM(path, sum, ""), ""))
+	next := synthetic(t, "2.0.0", 2)
+	res := r.flash(firmware(next), map[string]any{"testFault": "crash:Key"})
+	expect(t, res, flash.Failed)
+	pe := pluginError(t, res.Err, oem.PluginCrashed, "Key")
+	want := "oem plugin acme (" + path + "): crashed during Key: exit status 2; it will be restarted for the next job"
+	if pe.Error() != want {
+		t.Errorf("error %q,\nwant %q", pe, want)
+	}
+	r.checkBoots(false, synthetic(t, "1.0.0", 1))
+
+	expect(t, r.flash(firmware(next), nil), flash.Done)
+	r.checkBoots(false, next)
+}
+
+// TestPluginCrashAfterActivation: a plugin that dies once the new image
+// runs on trial leaves it on trial (both images stay verified); the next
+// job, with a new process, confirms it.
+func TestPluginCrashAfterActivation(t *testing.T) {
+	t.Parallel()
+	path, sum := examplePlugin(t)
+	r := newRig(t, acmeCar(t, acmeOEM(path, sum, ""), ""))
+	base, next := synthetic(t, "1.0.0", 1), synthetic(t, "2.0.0", 2)
+	// DecodeSlots runs in the plan, after the unlock, and then after the
+	// reset into the new image: the third call is after activation.
+	res := r.flash(firmware(next), map[string]any{"testFault": "crash:DecodeSlots:3"})
+	expect(t, res, flash.Failed)
+	pluginError(t, res.Err, oem.PluginCrashed, "DecodeSlots")
+	r.checkBoots(true, base, next)
+	if st := r.running(); !st.Trial {
+		t.Errorf("the new image is not on trial: %+v", st)
+	}
+
+	expect(t, r.flash(firmware(next), nil), flash.Done)
+	r.checkBoots(false, next)
+}
+
+// TestPluginHang: a plugin that never answers is timed out and stopped;
+// the job fails, the ECU keeps its image, the next job works.
+func TestPluginHang(t *testing.T) {
+	t.Parallel()
+	path, sum := examplePlugin(t)
+	r := newRig(t, acmeCar(t, acmeOEM(path, sum, ""), ""))
+	r.host.CallTimeout = 300 * time.Millisecond
+	next := synthetic(t, "2.0.0", 2)
+	res := r.flash(firmware(next), map[string]any{"testFault": "hang:Key"})
+	expect(t, res, flash.Failed)
+	pe := pluginError(t, res.Err, oem.PluginHung, "Key")
+	if !strings.Contains(pe.Error(), "will be restarted for the next job") {
+		t.Errorf("error %q does not say what happens next", pe)
+	}
+	r.checkBoots(false, synthetic(t, "1.0.0", 1))
+
+	expect(t, r.flash(firmware(next), nil), flash.Done)
+	r.checkBoots(false, next)
+}
+
+// TestPluginWrongKey: a plugin whose keys the ECU refuses fails the job
+// on the ECU's NRC; nothing is written.
+func TestPluginWrongKey(t *testing.T) {
+	t.Parallel()
+	path, sum := examplePlugin(t)
+	r := newRig(t, acmeCar(t, acmeOEM(path, sum, ""), ""))
+	res := r.flash(firmware(synthetic(t, "2.0.0", 2)), map[string]any{"testFault": "wrong-key"})
+	expect(t, res, flash.Failed)
+	if !strings.Contains(res.Err.Error(), "invalidKey") && !strings.Contains(res.Err.Error(), "exceededNumberOfAttempts") && !strings.Contains(res.Err.Error(), "requiredTimeDelayNotExpired") {
+		t.Errorf("error %q does not carry the ECU's refusal", res.Err)
+	}
+	r.checkBoots(false, synthetic(t, "1.0.0", 1))
+}
+
+// TestPluginNonsense: answers that cannot be right are refused before
+// they reach the ECU or the engine's decisions.
+func TestPluginNonsense(t *testing.T) {
+	t.Parallel()
+	path, sum := examplePlugin(t)
+	for _, tc := range []struct {
+		fault, call, want string
+	}{
+		{"short-key", "Key", "a key of 4 bytes; the profile says 8"},
+		{"bad-slots", "DecodeSlots", `slot B state "haunted"`},
+	} {
+		t.Run(tc.fault, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t, acmeCar(t, acmeOEM(path, sum, ""), ""))
+			res := r.flash(firmware(synthetic(t, "2.0.0", 2)), map[string]any{"testFault": tc.fault})
+			expect(t, res, flash.Failed)
+			pe := pluginError(t, res.Err, oem.PluginInvalid, tc.call)
+			if !strings.Contains(pe.Error(), tc.want) {
+				t.Errorf("error %q does not say %q", pe, tc.want)
+			}
+			r.checkBoots(false, synthetic(t, "1.0.0", 1))
+		})
+	}
+}
+
+// TestPluginChecksumMismatch: a binary whose SHA-256 is not the vehicle
+// file's is never run.
+func TestPluginChecksumMismatch(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "ran")
+	bin := filepath.Join(dir, "impostor")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\ntouch "+marker+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, sum := examplePlugin(t) // a real plugin's checksum, another file's
+	r := newRig(t, acmeCar(t, acmeOEM(bin, sum, ""), ""))
+	res := r.flash(firmware(synthetic(t, "2.0.0", 2)), nil)
+	expect(t, res, flash.Failed)
+	pe := pluginError(t, res.Err, oem.PluginNotStarted, "start")
+	if !strings.Contains(pe.Error(), "checksum mismatch") || !strings.Contains(pe.Error(), sum) {
+		t.Errorf("error %q does not name the mismatch", pe)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("the impostor binary ran")
+	}
+	r.checkBoots(false, synthetic(t, "1.0.0", 1))
+}
