@@ -59,7 +59,7 @@ func TestMain(m *testing.M) {
 // examplePlugin builds the example plugin once per test binary (the Go
 // build cache makes it quick after the first time) and returns its path
 // and hex SHA-256.
-func examplePlugin(t *testing.T) (path, sum string) {
+func examplePlugin(t testing.TB) (path, sum string) {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "oem-plugin-test")
@@ -79,7 +79,7 @@ func examplePlugin(t *testing.T) (path, sum string) {
 	return pluginPath, fileSum(t, pluginPath)
 }
 
-func fileSum(t *testing.T, path string) string {
+func fileSum(t testing.TB, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -97,7 +97,7 @@ func acmeOEM(path, sum, settings string) string {
 // acmeCar is a vehicle of one ECU with the oem section oemYAML, running
 // image 1.0.0, simulated as an Acme ECU with simExtra in its simulation
 // section.
-func acmeCar(t *testing.T, oemYAML, simExtra string) *vehicle.Vehicle {
+func acmeCar(t testing.TB, oemYAML, simExtra string) *vehicle.Vehicle {
 	t.Helper()
 	doc := fmt.Sprintf(`name: acme-car
 buses:

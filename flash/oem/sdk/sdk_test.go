@@ -15,10 +15,7 @@ import (
 
 // refusing is the generic adapter with a pre-flash refusal and a verify
 // that fails in three ways.
-type refusing struct {
-	*oem.Generic
-	made *int
-}
+type refusing struct{ *oem.Generic }
 
 func (r refusing) PreFlashCheck(_ context.Context, _ oem.Identity, checks [][]byte) error {
 	if len(checks) == 0 {
@@ -42,7 +39,7 @@ func newServer(t *testing.T) (pluginpb.AdapterServer, *int) {
 		}
 		*made++
 		g, err := oem.NewGeneric(e)
-		return refusing{Generic: g, made: made}, err
+		return refusing{Generic: g}, err
 	}), made
 }
 
