@@ -25,17 +25,29 @@ func TestPluginFlashesAcmeECU(t *testing.T) {
 }
 
 // TestPluginGenericAdapterFailsOnAcmeECU: the generic adapter cannot
-// unlock an Acme ECU (its seeds are 8 bytes at level 0x11), and the ECU
-// keeps its image.
+// unlock an Acme ECU: the ECU has no level 0x01, and at Acme's level 0x11
+// its 8-byte seeds are not the generic algorithm's. The ECU keeps its
+// image.
 func TestPluginGenericAdapterFailsOnAcmeECU(t *testing.T) {
 	t.Parallel()
-	path, sum := examplePlugin(t)
-	v := acmeCar(t, acmeOEM(path, sum, ""), "")
-	r := newRig(t, v)
-	r.ecu.OEM = vehicle.OEM{Adapter: "generic"}
-	res := r.flash(firmware(synthetic(t, "2.0.0", 2)), nil)
-	expect(t, res, flash.Failed)
-	r.checkBoots(false, synthetic(t, "1.0.0", 1))
+	for _, tc := range []struct {
+		settings map[string]any
+		want     string
+	}{
+		{nil, "subFunctionNotSupported"},
+		{map[string]any{"securityLevel": 0x11}, "seed of 8 bytes; the xor algorithm takes 4"},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t, acmeCar(t, "{adapter: generic}", ""))
+			res := r.flash(firmware(synthetic(t, "2.0.0", 2)), tc.settings)
+			expect(t, res, flash.Failed)
+			if !strings.Contains(res.Err.Error(), tc.want) {
+				t.Errorf("error %q does not say %q", res.Err, tc.want)
+			}
+			r.checkBoots(false, synthetic(t, "1.0.0", 1))
+		})
+	}
 }
 
 // TestPluginGenericAdapterOnDefaultECU: a plugin host gives ECUs without

@@ -23,7 +23,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
+	"time"
 
 	"github.com/ecu-kubelet/ecu-kubelet/flash/oem"
 	"github.com/ecu-kubelet/ecu-kubelet/flash/oem/internal/pluginpb"
@@ -43,11 +45,24 @@ type NewFunc func(vehicle.ECU) (oem.Adapter, error)
 // started the plugin, until it stops the plugin. Run by hand, it says
 // that it is a plugin and exits with status 1.
 func Serve(newAdapter NewFunc) {
+	go exitWhenOrphaned(os.Getppid())
 	goplugin.Serve(&goplugin.ServeConfig{
 		HandshakeConfig: pluginpb.Handshake,
 		Plugins:         goplugin.PluginSet{pluginpb.PluginName: &pluginpb.GRPCPlugin{Impl: NewServer(newAdapter)}},
 		GRPCServer:      goplugin.DefaultGRPCServer,
 	})
+}
+
+// exitWhenOrphaned ends the plugin once its parent, the host, is gone: a
+// host killed before it could stop its plugins would leave them running
+// with nobody to serve.
+func exitWhenOrphaned(parent int) {
+	for {
+		time.Sleep(time.Second)
+		if os.Getppid() != parent {
+			os.Exit(0)
+		}
+	}
 }
 
 // NewServer returns the gRPC service Serve serves, for tests that run a
