@@ -1,10 +1,15 @@
 package kubeletapi
 
 import (
+	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"io"
+	"net"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,12 +18,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -66,11 +74,6 @@ func TestIntegrationKubeletAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kubeletClientCert, kubeletClientKey := cp.KubeletClientFiles()
-	apiServer, err := tls.LoadX509KeyPair(kubeletClientCert, kubeletClientKey)
-	if err != nil {
-		t.Fatal(err)
-	}
 	admin := cp.RESTConfig()
 	apiAdminToken := serviceAccountToken(t, client, "kubelet-api-admin", rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:kubelet-api-admin"})
 	// A role for one node's kubelet API alone, by resourceNames.
@@ -94,7 +97,6 @@ func TestIntegrationKubeletAPI(t *testing.T) {
 		"bad token":         {client: ca.client(nil), token: "not-a-token"},
 		"alice":             {client: ca.client(certOf(alice))},
 		"admin":             {client: ca.client(certOf(admin))},
-		"api server":        {client: ca.client(&apiServer)},
 		"kubelet-api-admin": {client: ca.client(nil), token: apiAdminToken},
 		"brake-only":        {client: ca.client(nil), token: brakeToken},
 	}
@@ -113,7 +115,6 @@ func TestIntegrationKubeletAPI(t *testing.T) {
 			{"admin", "/pods", http.StatusOK, `"name":"gateway"`},
 			{"admin", "/stats/summary", http.StatusOK, `"nodeName":"demo-car"`},
 			{"admin", "/metrics", http.StatusOK, "ecu_kubelet_test_flashes_total 0"},
-			{"api server", "/containerLogs/fw/brake/firmware", http.StatusOK, transcript},
 			{"kubelet-api-admin", "/pods", http.StatusOK, `"name":"brake"`},
 			{"kubelet-api-admin", "/stats/summary", http.StatusOK, `"nodeName":"demo-car"`},
 			{"brake-only", "/containerLogs/fw/brake/firmware", http.StatusOK, transcript},
@@ -290,4 +291,130 @@ func serviceAccountToken(t *testing.T, client kubernetes.Interface, name string,
 		t.Fatal(err)
 	}
 	return tr.Status.Token
+}
+
+// TestIntegrationServingCertificateFromCSR has the server request its
+// certificate from a real API server. The control plane runs no signer, so
+// the test approves and signs the request itself, as an operator and
+// kube-controller-manager's kubelet-serving signer would: what is under
+// test is the request and what the server does with the answer.
+func TestIntegrationServingCertificateFromCSR(t *testing.T) {
+	cp := controlplane.Start(t)
+	ctx := t.Context()
+	csrs := cp.Client().CertificatesV1().CertificateSigningRequests()
+	signer := newTestCA(t)
+	core, logs := observer.New(zap.InfoLevel)
+	cfg := Config{
+		Addr:         "127.0.0.1:0",
+		CertDir:      t.TempDir(),
+		ServingNames: []string{"127.0.0.1", "demo-car.local"},
+		NodeName:     "demo-car",
+		Client:       cp.Client(),
+		ClientCAFile: cp.CAFile(),
+		Backend:      newBackend(),
+		Log:          zap.New(core),
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(serveCtx) }()
+
+	csr := awaitCSR(t, cp.Client())
+	if csr.Spec.SignerName != certificatesv1.KubeletServingSignerName || csr.Spec.Username != controlplane.AdminUser ||
+		!slices.Contains(csr.Spec.Usages, certificatesv1.UsageServerAuth) {
+		t.Errorf("CSR %s: signer %s, user %s, usages %v; want %s by %s for server auth",
+			csr.Name, csr.Spec.SignerName, csr.Spec.Username, csr.Spec.Usages, certificatesv1.KubeletServingSignerName, controlplane.AdminUser)
+	}
+	block, _ := pem.Decode(csr.Spec.Request)
+	if block == nil {
+		t.Fatalf("CSR %s: request is not PEM", csr.Name)
+	}
+	req, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req.Subject.CommonName != "system:node:demo-car" || !slices.Equal(req.Subject.Organization, []string{"system:nodes"}) ||
+		!slices.Equal(req.DNSNames, []string{"demo-car.local"}) || len(req.IPAddresses) != 1 || !req.IPAddresses[0].Equal(net.IPv4(127, 0, 0, 1)) {
+		t.Errorf("CSR %s asks for %v, DNS %v, IP %v; want system:node:demo-car in system:nodes for demo-car.local and 127.0.0.1",
+			csr.Name, req.Subject, req.DNSNames, req.IPAddresses)
+	}
+	select {
+	case <-s.Ready():
+		t.Fatal("the server serves before its CSR is signed")
+	default:
+	}
+
+	csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
+		Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue, Reason: "TestApproved", Message: "approved by the test",
+	})
+	if csr, err = csrs.UpdateApproval(ctx, csr.Name, csr, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	csr.Status.Certificate = signer.sign(t, &x509.Certificate{Subject: req.Subject, DNSNames: req.DNSNames, IPAddresses: req.IPAddresses}, req.PublicKey)
+	if _, err := csrs.UpdateStatus(ctx, csr, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.Ready():
+	case err := <-done:
+		t.Fatalf("Serve returned before it served: %v", err)
+	}
+	// Logged when the CSR was created, which was before it was signed.
+	if got := logs.FilterMessageSnippet("waiting for approval").FilterField(zap.String("approve", "kubectl certificate approve "+csr.Name)).Len(); got != 1 {
+		t.Errorf("%d log entries say how to approve %s; want 1; the log: %v", got, csr.Name, logs.All())
+	}
+	issued := servedCertificate(t, signer, s.Addr())
+	if issued.Subject.CommonName != "system:node:demo-car" {
+		t.Errorf("serves %v; want the certificate for system:node:demo-car", issued.Subject)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// Restarted, it serves the certificate kept in CertDir at once.
+	s = start(t, cfg)
+	if again := servedCertificate(t, signer, s.Addr()); again.SerialNumber.Cmp(issued.SerialNumber) != 0 {
+		t.Errorf("after a restart serves serial %v; want the kept certificate, serial %v", again.SerialNumber, issued.SerialNumber)
+	}
+	list, err := csrs.List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != 1 {
+		t.Errorf("%d CSRs after a restart; want the first one alone", len(list.Items))
+	}
+}
+
+// awaitCSR returns the first CertificateSigningRequest created.
+func awaitCSR(t *testing.T, client kubernetes.Interface) *certificatesv1.CertificateSigningRequest {
+	t.Helper()
+	// Without a resourceVersion the watch starts with those that exist.
+	w, err := client.CertificatesV1().CertificateSigningRequests().Watch(t.Context(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	for ev := range w.ResultChan() {
+		if csr, ok := ev.Object.(*certificatesv1.CertificateSigningRequest); ok && ev.Type == watch.Added {
+			return csr
+		}
+	}
+	t.Fatal("the CSR watch ended before a CSR was created")
+	return nil
+}
+
+// servedCertificate connects to addr, verifying it as 127.0.0.1 against
+// ca, and returns the certificate it serves.
+func servedCertificate(t *testing.T, ca *testCA, addr string) *x509.Certificate {
+	t.Helper()
+	conn, err := tls.Dial("tcp", addr, ca.client(nil).Transport.(*http.Transport).TLSClientConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0]
 }

@@ -135,14 +135,14 @@ func New(cfg Config) (*Server, error) {
 func (cfg *Config) check() error {
 	var errs []error
 	if cfg.Addr == "" {
-		errs = append(errs, errors.New("Addr is empty; set the listen address, such as :10250"))
+		errs = append(errs, errors.New("no listen address: set Addr, such as :10250"))
 	}
 	if cfg.Backend == nil {
-		errs = append(errs, errors.New("Backend is nil"))
+		errs = append(errs, errors.New("no Backend"))
 	}
 	switch {
 	case (cfg.CertFile == "") != (cfg.KeyFile == ""):
-		errs = append(errs, errors.New("CertFile and KeyFile go together; set both, or neither to request a certificate through a CSR"))
+		errs = append(errs, errors.New("only one of CertFile and KeyFile: set both, or neither to request a certificate through a CSR"))
 	case cfg.CertFile == "":
 		if cfg.Client == nil {
 			errs = append(errs, errors.New("without CertFile the serving certificate is requested through a CSR, which needs Client"))
@@ -159,10 +159,10 @@ func (cfg *Config) check() error {
 	}
 	if !cfg.Insecure {
 		if cfg.ClientCAFile == "" {
-			errs = append(errs, errors.New("ClientCAFile is empty; set it to the CA of the API server's kubelet client certificate (or Insecure, for a demo only)"))
+			errs = append(errs, errors.New("no ClientCAFile: set it to the CA of the API server's kubelet client certificate (or Insecure, for a demo only)"))
 		}
 		if cfg.Client == nil {
-			errs = append(errs, errors.New("Client is nil; authentication (TokenReview) and authorization (SubjectAccessReview) need it (or Insecure, for a demo only)"))
+			errs = append(errs, errors.New("no Client: authentication (TokenReview) and authorization (SubjectAccessReview) need it (or Insecure, for a demo only)"))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -80,15 +80,15 @@ func TestNewRefusesIncompleteConfig(t *testing.T) {
 		change func(*Config)
 		want   string
 	}{
-		{"NoAddr", func(c *Config) { c.Addr = "" }, "Addr is empty"},
-		{"NoBackend", func(c *Config) { c.Backend = nil }, "Backend is nil"},
-		{"CertWithoutKey", func(c *Config) { c.KeyFile = "" }, "CertFile and KeyFile go together"},
+		{"NoAddr", func(c *Config) { c.Addr = "" }, "no listen address: set Addr"},
+		{"NoBackend", func(c *Config) { c.Backend = nil }, "no Backend"},
+		{"CertWithoutKey", func(c *Config) { c.KeyFile = "" }, "only one of CertFile and KeyFile"},
 		{"CSRWithoutClient", func(c *Config) { c.CertFile, c.KeyFile = "", "" }, "needs Client"},
 		{"CSRWithoutNames", func(c *Config) {
 			c.CertFile, c.KeyFile, c.Client, c.NodeName, c.CertDir = "", "", client, "demo-car", dir
 		}, "set ServingNames"},
-		{"SecureWithoutClientCA", func(c *Config) { c.Insecure, c.Client = false, client }, "ClientCAFile is empty"},
-		{"SecureWithoutClient", func(c *Config) { c.Insecure, c.ClientCAFile = false, certFile }, "Client is nil"},
+		{"SecureWithoutClientCA", func(c *Config) { c.Insecure, c.Client = false, client }, "no ClientCAFile"},
+		{"SecureWithoutClient", func(c *Config) { c.Insecure, c.ClientCAFile = false, certFile }, "no Client"},
 		{"BadCertificate", func(c *Config) { c.CertFile = keyFile }, "serving certificate"},
 		{"BadClientCA", func(c *Config) { c.Insecure, c.Client, c.ClientCAFile = false, client, keyFile }, "holds no PEM certificate"},
 		{"AddressInUse", func(c *Config) {
