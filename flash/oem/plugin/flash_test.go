@@ -1,6 +1,7 @@
 package plugin_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,8 +9,10 @@ import (
 	"time"
 
 	"github.com/ecu-kubelet/ecu-kubelet/flash"
+	"github.com/ecu-kubelet/ecu-kubelet/flash/image"
 	"github.com/ecu-kubelet/ecu-kubelet/flash/oem"
 	"github.com/ecu-kubelet/ecu-kubelet/flash/vehicle"
+	"github.com/ecu-kubelet/ecu-kubelet/sim"
 )
 
 // TestPluginFlashesAcmeECU: the example plugin programs an ECU that
@@ -142,7 +145,8 @@ func TestPluginHang(t *testing.T) {
 	t.Parallel()
 	path, sum := examplePlugin(t)
 	r := newRig(t, acmeCar(t, acmeOEM(path, sum, ""), ""))
-	r.host.CallTimeout = 300 * time.Millisecond
+	// Long enough for every other call on a loaded machine.
+	r.host.CallTimeout = 2 * time.Second
 	next := synthetic(t, "2.0.0", 2)
 	res := r.flash(firmware(next), map[string]any{"testFault": "hang:Key"})
 	expect(t, res, flash.Failed)
@@ -217,4 +221,28 @@ func TestPluginChecksumMismatch(t *testing.T) {
 		t.Error("the impostor binary ran")
 	}
 	r.checkBoots(false, synthetic(t, "1.0.0", 1))
+}
+
+// TestPluginExampleVehicle: deploy/examples/acme-car.yaml, with its
+// plugin path and checksum set to this build's and its bus in memory,
+// flashes its Acme ECU through the plugin.
+func TestPluginExampleVehicle(t *testing.T) {
+	t.Parallel()
+	path, sum := examplePlugin(t)
+	v, err := vehicle.Load("../../../deploy/examples/acme-car.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Buses[0].URL = fmt.Sprintf("mem://oem-plugin-example-%d", busSeq.Add(1))
+	v.ECUs = v.ECUs[:1]
+	v.ECUs[0].OEM.Plugin, v.ECUs[0].OEM.SHA256 = path, sum
+	// Real time: erasing the 1 MiB slot would take its 5 s.
+	v.ECUs[0].Flash.EraseTimePerSector, v.ECUs[0].Flash.WriteTimePerKiB = 0, 0
+	r := newRig(t, v)
+	img, err := sim.SyntheticImage(image.Header{Version: "7.2.0", HardwareID: v.ECUs[0].HardwareID, ReleaseCounter: 22}, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, r.flash(firmware(img), nil), flash.Done)
+	r.checkBoots(false, img)
 }
