@@ -20,16 +20,17 @@ import (
 
 // Binaries are the paths of the control plane's programs.
 type Binaries struct {
-	Etcd          string
-	KubeAPIServer string
-	Kubectl       string
+	Etcd                  string
+	KubeAPIServer         string
+	KubeControllerManager string
+	Kubectl               string
 }
 
 // ErrUnavailable reports that the programs are not built and cannot be
 // here: there is no Go toolchain on PATH, or the modules they are built from
 // cannot be fetched (no module proxy, no network). Other build failures are
 // not wrapped in it.
-var ErrUnavailable = errors.New("controlplane: etcd and kube-apiserver are not built and cannot be built here")
+var ErrUnavailable = errors.New("controlplane: the control plane's programs are not built and cannot be built here")
 
 // mainModule is the module whose source tree holds the tools modules.
 const mainModule = "github.com/ecu-kubelet/ecu-kubelet"
@@ -70,6 +71,7 @@ var toolsModules = []toolsModule{
 		name: "kube",
 		programs: []program{
 			{"kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"},
+			{"kube-controller-manager", "k8s.io/kubernetes/cmd/kube-controller-manager"},
 			{"kubectl", "k8s.io/kubernetes/cmd/kubectl"},
 		},
 		stampedBy: "k8s.io/kubernetes",
@@ -81,7 +83,7 @@ var toolsModules = []toolsModule{
 	},
 }
 
-// kubeVersionFlags sets the version that kube-apiserver and kubectl report,
+// kubeVersionFlags sets the version that the Kubernetes programs report,
 // as Kubernetes' release builds do (hack/lib/version.sh); unset, it is
 // v0.0.0-master and kubectl warns about version skew.
 func kubeVersionFlags(version string) []string {
@@ -123,7 +125,12 @@ func EnsureBinaries(ctx context.Context, logf func(format string, args ...any)) 
 			paths[p.name] = filepath.Join(dir, p.name)
 		}
 	}
-	return Binaries{Etcd: paths["etcd"], KubeAPIServer: paths["kube-apiserver"], Kubectl: paths["kubectl"]}, nil
+	return Binaries{
+		Etcd:                  paths["etcd"],
+		KubeAPIServer:         paths["kube-apiserver"],
+		KubeControllerManager: paths["kube-controller-manager"],
+		Kubectl:               paths["kubectl"],
+	}, nil
 }
 
 // findToolsDir finds the tools modules from the working directory, which

@@ -7,10 +7,12 @@
 //	go run ./provider/internal/controlplane/cmd/controlplane build
 //	go run ./provider/internal/controlplane/cmd/controlplane run [-dir DIR]
 //
-// build prints each program's name and path, one per line. run writes the
-// administrator's kubeconfig to DIR/kubeconfig (DIR is a new temporary
-// directory by default), prints it, and stops etcd and kube-apiserver on
-// SIGINT or SIGTERM.
+// build prints each program's name and path, one per line. run starts etcd,
+// kube-apiserver and kube-controller-manager with Kubernetes' default
+// timings, so that the demo's nodes and pods behave as in a cluster, writes
+// the administrator's kubeconfig to DIR/kubeconfig (DIR is a new temporary
+// directory by default), prints it, and stops them all on SIGINT or
+// SIGTERM.
 package main
 
 import (
@@ -59,7 +61,7 @@ func build(ctx context.Context) error {
 		return err
 	}
 	log.Printf("programs ready in %s", time.Since(start).Round(100*time.Millisecond))
-	fmt.Printf("etcd %s\nkube-apiserver %s\nkubectl %s\n", bins.Etcd, bins.KubeAPIServer, bins.Kubectl)
+	fmt.Printf("etcd %s\nkube-apiserver %s\nkube-controller-manager %s\nkubectl %s\n", bins.Etcd, bins.KubeAPIServer, bins.KubeControllerManager, bins.Kubectl)
 	return nil
 }
 
@@ -80,7 +82,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cp, err := controlplane.Run(*dir, bins, log.Printf)
+	cp, err := controlplane.Run(*dir, bins, log.Printf, controlplane.WithControllerManager(controlplane.ControllerManager{}))
 	if err != nil {
 		return err
 	}
