@@ -47,7 +47,9 @@ type Writer struct {
 // Create opens the transcript at path for appending, creating the file
 // and its directory if needed. A file that exists already, such as the
 // transcript of a flash that the provider's previous process began, is
-// continued.
+// continued (after its end marker, if it was closed: followers then go on).
+// Nothing is synced to disk: a transcript outlives the process, not a
+// power loss of the host.
 func Create(path string) (*Writer, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("transcript: %w", err)
@@ -141,7 +143,8 @@ func (w *Writer) line(t time.Time, text string) {
 
 // writeLocked writes one record in a single write, so that lines of
 // concurrent writers to the same file (O_APPEND) never interleave, and
-// wakes the followers.
+// wakes the followers. It goes on after a failed write, so that the end
+// marker still gets its chance once the disk has room again.
 func (w *Writer) writeLocked(t time.Time, text string) {
 	if w.f == nil {
 		if w.err == nil {
@@ -149,15 +152,12 @@ func (w *Writer) writeLocked(t time.Time, text string) {
 		}
 		return
 	}
-	if w.err != nil {
-		return
-	}
 	b := t.UTC().AppendFormat(w.buf[:0], time.RFC3339Nano)
 	b = append(b, ' ')
 	b = append(b, text...)
 	b = append(b, '\n')
 	w.buf = b
-	if _, err := w.f.Write(b); err != nil {
+	if _, err := w.f.Write(b); err != nil && w.err == nil {
 		w.err = fmt.Errorf("transcript: %w", err)
 	}
 	w.watch.notify()
