@@ -6,7 +6,7 @@ PKGS    := ./...
 RACE_PKGS := ./uds/... ./sim/... ./flash ./flash/artifact
 STATICCHECK ?= $(shell command -v staticcheck || echo $(shell $(GO) env GOPATH)/bin/staticcheck)
 
-.PHONY: build test unit vcan race lint bench fuzz clean controlplane
+.PHONY: build test unit vcan race lint bench fuzz clean controlplane demo
 
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/ecu-kubelet
@@ -59,6 +59,12 @@ fuzz:
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; done
+
+# demo starts a local control plane, the demo car's simulator and the
+# provider, and flashes a firmware pod onto the brake ECU; it runs until
+# Ctrl-C. deploy/demo/demo.sh says what it does; README.md what to try.
+demo: build
+	@bash deploy/demo/demo.sh
 
 clean:
 	rm -rf bin
