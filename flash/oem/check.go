@@ -100,7 +100,7 @@ const (
 type PluginError struct {
 	Plugin  string // the adapter's name in the vehicle file
 	Path    string // the plugin binary
-	Call    string // the Adapter method, or "start"
+	Call    string // the Adapter method, "start", or "" between calls
 	Failure PluginFailure
 	Err     error
 }
@@ -111,7 +111,11 @@ func (e *PluginError) Error() string {
 	case PluginNotStarted:
 		return head + "not started: " + e.Err.Error()
 	case PluginCrashed:
-		return head + fmt.Sprintf("crashed during %s: %v; it will be restarted for the next job", e.Call, e.Err)
+		during := "between calls"
+		if e.Call != "" {
+			during = "during " + e.Call
+		}
+		return head + fmt.Sprintf("crashed %s: %v; it will be restarted for the next job", during, e.Err)
 	case PluginHung:
 		return head + fmt.Sprintf("%s did not answer: %v; the plugin was stopped and will be restarted for the next job", e.Call, e.Err)
 	case PluginInvalid:

@@ -33,7 +33,7 @@ var errHung = errors.New("hung")
 // at once, and a plugin that then still does not answer is stopped all
 // the same.
 func (a *adapter) call(ctx context.Context, name string, f func(context.Context) error) error {
-	if pe := a.p.failure(name); pe != nil {
+	if pe := a.p.failure(); pe != nil {
 		return pe
 	}
 	timeout := orDefault(a.h.CallTimeout, DefaultCallTimeout)

@@ -246,3 +246,29 @@ func TestPluginExampleVehicle(t *testing.T) {
 	expect(t, r.flash(firmware(img), nil), flash.Done)
 	r.checkBoots(false, img)
 }
+
+// TestPluginNotStarted: a binary with the right checksum that is no
+// plugin of this protocol version fails the job before any UDS.
+func TestPluginNotStarted(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, script, want string }{
+		{"exits", "exit 3", "Failed to read any lines from plugin's stdout"},
+		{"other protocol version", "echo '1|2|unix|/nonexistent|grpc|'; sleep 5", "incompatible API version with plugin. Plugin version: 2, Client versions: [1]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			bin := filepath.Join(t.TempDir(), "not-a-plugin")
+			if err := os.WriteFile(bin, []byte("#!/bin/sh\n"+tc.script+"\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			r := newRig(t, acmeCar(t, acmeOEM(bin, fileSum(t, bin), ""), ""))
+			res := r.flash(firmware(synthetic(t, "2.0.0", 2)), nil)
+			expect(t, res, flash.Failed)
+			pe := pluginError(t, res.Err, oem.PluginNotStarted, "start")
+			if !strings.Contains(pe.Error(), tc.want) || !strings.Contains(pe.Error(), "protocol version 1") {
+				t.Errorf("error %q does not say %q and the protocol version", pe, tc.want)
+			}
+			r.checkBoots(false, synthetic(t, "1.0.0", 1))
+		})
+	}
+}

@@ -75,7 +75,7 @@ func (h *Host) Close() error {
 	h.procs, h.closed = nil, true
 	h.mu.Unlock()
 	for _, p := range procs {
-		p.fail(&oem.PluginError{Plugin: p.name, Path: p.path, Call: "Close", Failure: oem.PluginNotStarted, Err: errors.New("the host closed")})
+		p.fail(&oem.PluginError{Plugin: p.name, Path: p.path, Call: "Close", Failure: oem.PluginRefused, Err: errors.New("the plugin host closed; no more jobs run through it")})
 		p.client.Kill()
 	}
 	return nil
@@ -98,7 +98,7 @@ func (h *Host) proc(ecu vehicle.ECU) (*proc, error) {
 	if h.closed {
 		return nil, fmt.Errorf("oem plugin %s (%s): the plugin host is closed", o.Adapter, o.Plugin)
 	}
-	if p := h.procs[key]; p != nil && p.failure("New") == nil {
+	if p := h.procs[key]; p != nil && p.failure() == nil {
 		return p, nil
 	}
 	// Starting under the lock keeps two jobs from starting two processes
@@ -208,14 +208,14 @@ type proc struct {
 	failed  *oem.PluginError // why the process is unusable, once it is
 }
 
-// failure returns why the process is unusable, or nil while it runs; a
-// process that ended unnoticed ended before call.
-func (p *proc) failure(call string) *oem.PluginError {
+// failure returns why the process is unusable, or nil while it runs.
+func (p *proc) failure() *oem.PluginError {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.failed == nil {
 		if err := p.exitReason(); err != nil {
-			p.failed = &oem.PluginError{Plugin: p.name, Path: p.path, Call: "the call before " + call, Failure: oem.PluginCrashed, Err: err}
+			// It ended while no call was waiting for it.
+			p.failed = &oem.PluginError{Plugin: p.name, Path: p.path, Failure: oem.PluginCrashed, Err: err}
 		}
 	}
 	return p.failed

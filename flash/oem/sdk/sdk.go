@@ -48,7 +48,7 @@ func Serve(newAdapter NewFunc) {
 	go exitWhenOrphaned(os.Getppid())
 	goplugin.Serve(&goplugin.ServeConfig{
 		HandshakeConfig: pluginpb.Handshake,
-		Plugins:         goplugin.PluginSet{pluginpb.PluginName: &pluginpb.GRPCPlugin{Impl: NewServer(newAdapter)}},
+		Plugins:         goplugin.PluginSet{pluginpb.PluginName: &pluginpb.GRPCPlugin{Impl: newServer(newAdapter)}},
 		GRPCServer:      goplugin.DefaultGRPCServer,
 	})
 }
@@ -65,9 +65,8 @@ func exitWhenOrphaned(parent int) {
 	}
 }
 
-// NewServer returns the gRPC service Serve serves, for tests that run a
-// plugin in their own process.
-func NewServer(newAdapter NewFunc) pluginpb.AdapterServer {
+// newServer returns the gRPC service Serve serves.
+func newServer(newAdapter NewFunc) pluginpb.AdapterServer {
 	return &server{new: newAdapter, adapters: map[string]oem.Adapter{}}
 }
 

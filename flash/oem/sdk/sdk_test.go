@@ -31,9 +31,9 @@ func (r refusing) CheckVerify(_ context.Context, st []byte, _ [sha256.Size]byte)
 	return &oem.VerifyError{Result: 4, Reason: "other hardware"}
 }
 
-func newServer(t *testing.T) (pluginpb.AdapterServer, *int) {
+func testServer(t *testing.T) (pluginpb.AdapterServer, *int) {
 	made := new(int)
-	return NewServer(func(e vehicle.ECU) (oem.Adapter, error) {
+	return newServer(func(e vehicle.ECU) (oem.Adapter, error) {
 		if e.OEM.Adapter == "broken" {
 			return nil, errors.New("cannot make it")
 		}
@@ -47,7 +47,7 @@ func newServer(t *testing.T) (pluginpb.AdapterServer, *int) {
 // wire as answers the host turns back into their types; other errors are
 // the adapter's own, as status Unknown with their message.
 func TestServerCarriesTypedAnswers(t *testing.T) {
-	s, made := newServer(t)
+	s, made := testServer(t)
 	ctx := context.Background()
 	ecu := &pluginpb.ECU{Name: "brake", SlotA: 1, SlotB: 2}
 	d := make([]byte, 32)
