@@ -2,8 +2,9 @@
 # Builds the test control plane's programs (etcd, kube-apiserver,
 # kube-controller-manager, kubectl) into the cache of the user who runs it,
 # so that the first integration test does not pay for the build inside its
-# timeout: about 4 to 7 minutes on 2 cores from a cold Go build cache, a
-# second when they are cached. The
+# timeout: about 4 to 7 minutes on 2 cores from a cold Go build cache for
+# kube-apiserver, and a minute more for kube-controller-manager, which
+# shares most of its packages; a few seconds when they are cached. The
 # versions are those of the tools modules under
 # provider/internal/controlplane/tools; see package controlplane.
 # Idempotent. Needs the Go toolchain and the Go module proxy, not root; run

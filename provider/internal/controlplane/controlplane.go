@@ -265,7 +265,7 @@ func (cp *ControlPlane) Restart() error {
 }
 
 // StopAPIServer stops the API server (SIGTERM, as for an upgrade) and
-// leaves etcd running, so that a test can see what happens while the API
+// leaves etcd, and the controller manager, running, so that a test can see what happens while the API
 // server is away. StartAPIServer brings it back. Stopping a stopped server
 // does nothing.
 func (cp *ControlPlane) StopAPIServer() error {

@@ -379,10 +379,10 @@ func testLoopbackKubelet(t *testing.T, cp *controlplane.ControlPlane) {
 	ctx := t.Context()
 	client := cp.Client()
 	const node, pod, logLine = "loopback-kubelet", "flashed", "10:00:00.000 -> 10 02 (diagnosticSessionControl programming)\n"
-	clients := make(chan string, 1)
+	clients := make(chan *x509.Certificate, 1)
 	kubelet := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
-		case clients <- r.TLS.PeerCertificates[0].Subject.CommonName:
+		case clients <- r.TLS.PeerCertificates[0]:
 		default:
 		}
 		if r.URL.Path != "/containerLogs/default/"+pod+"/firmware" {
@@ -429,8 +429,15 @@ func testLoopbackKubelet(t *testing.T, cp *controlplane.ControlPlane) {
 	if string(got) != logLine {
 		t.Errorf("pod %s's log is %q, want %q", pod, got, logLine)
 	}
-	if user := <-clients; user != controlplane.KubeletClientUser {
+	presented := <-clients
+	if user := presented.Subject.CommonName; user != controlplane.KubeletClientUser {
 		t.Errorf("the API server presented itself to the kubelet as %q, want %q", user, controlplane.KubeletClientUser)
+	}
+	certFile, keyFile := cp.KubeletClientFiles()
+	if pair, err := tls.LoadX509KeyPair(certFile, keyFile); err != nil {
+		t.Errorf("KubeletClientFiles: %v", err)
+	} else if !presented.Equal(pair.Leaf) {
+		t.Errorf("the API server presented a certificate other than KubeletClientFiles' %s", certFile)
 	}
 
 	// The API server answers with a Status that client-go does not decode
@@ -478,5 +485,30 @@ func eventually(t *testing.T, what string, cond func() (string, bool)) {
 			t.Fatalf("no %s before the test ended; last seen: %s", what, seen)
 		case <-time.After(100 * time.Millisecond):
 		}
+	}
+}
+
+// BenchmarkStart starts and stops a control plane, without and with the
+// controller manager, and reports the seconds a start takes.
+func BenchmarkStart(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		opts []controlplane.Option
+	}{
+		{"APIServer", nil},
+		{"ControllerManager", []controlplane.Option{controlplane.WithControllerManager(controlplane.ControllerManager{})}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			var total time.Duration
+			for b.Loop() {
+				start := time.Now()
+				cp := controlplane.Start(b, bc.opts...)
+				total += time.Since(start)
+				if err := cp.Stop(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(total.Seconds()/float64(b.N), "start-seconds")
+		})
 	}
 }
