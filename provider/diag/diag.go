@@ -122,31 +122,50 @@ func find(name string) (command, bool) {
 // bad arguments a *UsageError, both before anything is sent; a refusal of
 // the ECU is an error wrapping its *uds.NegativeResponse.
 func Run(ctx context.Context, c *uds.Client, args []string, out io.Writer) error {
+	cmd, act, err := prepare(args)
+	switch {
+	case err != nil:
+		return err
+	case cmd.name == helpCommand.name:
+		return help(out)
+	case c == nil:
+		return fmt.Errorf("diag: %s: no UDS connection to the ECU", cmd.name)
+	}
+	return act(ctx, c, out)
+}
+
+// Check returns the *RefusedError or *UsageError that Run would return
+// for args, or nil when Run would run them: a caller checks before it
+// connects to the ECU.
+func Check(args []string) error {
+	_, _, err := prepare(args)
+	return err
+}
+
+// prepare finds the command of args and parses its arguments. The action
+// of help is nil: it needs no ECU.
+func prepare(args []string) (command, action, error) {
 	if len(args) == 0 {
-		return &RefusedError{Command: ""}
+		return command{}, nil, &RefusedError{Command: ""}
 	}
 	cmd, ok := find(args[0])
 	if !ok {
-		return &RefusedError{Command: args[0]}
+		return command{}, nil, &RefusedError{Command: args[0]}
 	}
 	args = args[1:]
 	switch {
 	case len(args) < cmd.min:
-		return &UsageError{Command: cmd.name, Problem: "too few arguments"}
+		return cmd, nil, &UsageError{Command: cmd.name, Problem: "too few arguments"}
 	case len(args) > cmd.max:
-		return &UsageError{Command: cmd.name, Problem: fmt.Sprintf("too many arguments (at most %d)", cmd.max)}
-	}
-	if cmd.name == helpCommand.name {
-		return help(out)
+		return cmd, nil, &UsageError{Command: cmd.name, Problem: fmt.Sprintf("too many arguments (at most %d)", cmd.max)}
+	case cmd.parse == nil:
+		return cmd, nil, nil
 	}
 	act, err := cmd.parse(args)
 	if err != nil {
-		return &UsageError{Command: cmd.name, Problem: err.Error()}
+		return cmd, nil, &UsageError{Command: cmd.name, Problem: err.Error()}
 	}
-	if c == nil {
-		return fmt.Errorf("diag: %s: no UDS connection to the ECU", cmd.name)
-	}
-	return act(ctx, c, out)
+	return cmd, act, nil
 }
 
 func help(out io.Writer) error {

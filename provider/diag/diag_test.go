@@ -292,6 +292,9 @@ func TestRefusedAndBadCommandsSendNothing(t *testing.T) {
 		}
 		check := func(args []string, wantCode int, wantText string) {
 			t.Helper()
+			if code := ExitCode(Check(args)); code != wantCode {
+				t.Errorf("Check(%q): exit %d, want %d", args, code, wantCode)
+			}
 			out, err := run(e, args...)
 			if ExitCode(err) != wantCode || !strings.Contains(fmt.Sprint(err), wantText) {
 				t.Errorf("%q: error %v (exit %d); want exit %d and an error saying %q", args, err, ExitCode(err), wantCode, wantText)
@@ -333,6 +336,14 @@ func TestRefusedErrorsAreTyped(t *testing.T) {
 	var ue *UsageError
 	if !errors.As(err, &ue) || ue.Command != "read-did" || !strings.Contains(err.Error(), `DID "G"`) {
 		t.Fatalf("read-did G: %v; want a *UsageError naming the DID", err)
+	}
+}
+
+func TestCheckPassesAllowedCommands(t *testing.T) {
+	for _, args := range [][]string{{"read-did", "F189", "0x0101"}, {"read-dtc"}, {"read-dtc", "0C"}, {"clear-dtc", "C07300"}, {"tester-present"}, {"identity"}, {"help"}} {
+		if err := Check(args); err != nil {
+			t.Errorf("Check(%q): %v", args, err)
+		}
 	}
 }
 

@@ -44,6 +44,11 @@ func FuzzRun(f *testing.F) {
 				t.Fatalf("%q: %v", args, err)
 			}
 		}
+		// Check refuses what Run refuses, and passes what Run would send.
+		cerr := Check(args)
+		if cerr != nil && ExitCode(cerr) != ExitCode(err) || cerr == nil && ExitCode(err) != 0 && ExitCode(err) != ExitFailed {
+			t.Fatalf("%q: Check says %v, Run %v", args, cerr, err)
+		}
 		if err != nil && out.Len() > 0 {
 			t.Fatalf("%q failed but printed %q", args, out.String())
 		}

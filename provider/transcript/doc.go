@@ -22,7 +22,7 @@
 // with or without the timestamps, and with Follow the lines still to come
 // until the writer closes the transcript. A follower in the writer's
 // process is woken by each line; one reading a file that another process
-// writes polls it (PollInterval). LogOptions translates virtual-kubelet's
+// writes polls it (PollInterval). FromLogOpts translates virtual-kubelet's
 // api.ContainerLogOpts.
 //
 // # What it must never do

@@ -37,7 +37,7 @@ func Example() {
 	w.Close()
 
 	// The kubelet API's log handler, for `kubectl logs --tail=2`.
-	r, err := transcript.Open(context.Background(), path, transcript.LogOptions(api.ContainerLogOpts{Tail: 2}))
+	r, err := transcript.Open(context.Background(), path, transcript.FromLogOpts(api.ContainerLogOpts{Tail: 2}))
 	if err != nil {
 		panic(err)
 	}

@@ -42,11 +42,11 @@ type Options struct {
 	Follow bool
 }
 
-// LogOptions returns the Options of a kubelet API log request.
+// FromLogOpts returns the Options of a kubelet API log request.
 // virtual-kubelet passes a Tail of 0 both when tailLines is absent and
 // when it is 0, so 0 shows every line here; SinceSeconds counts back from
 // now. Previous is for the caller, which chooses the file.
-func LogOptions(o api.ContainerLogOpts) Options {
+func FromLogOpts(o api.ContainerLogOpts) Options {
 	opts := Options{
 		Tail:       AllLines,
 		SinceTime:  o.SinceTime,

@@ -498,7 +498,7 @@ func TestGarbageLinesReadAsText(t *testing.T) {
 	}
 }
 
-func TestLogOptions(t *testing.T) {
+func TestFromLogOpts(t *testing.T) {
 	since := base.Add(-time.Hour)
 	tests := []struct {
 		in   api.ContainerLogOpts
@@ -509,12 +509,12 @@ func TestLogOptions(t *testing.T) {
 			Options{Tail: 20, LimitBytes: 100, Timestamps: true, Follow: true, SinceTime: since}},
 	}
 	for _, tt := range tests {
-		if got := LogOptions(tt.in); got != tt.want {
-			t.Errorf("LogOptions(%+v) = %+v, want %+v", tt.in, got, tt.want)
+		if got := FromLogOpts(tt.in); got != tt.want {
+			t.Errorf("FromLogOpts(%+v) = %+v, want %+v", tt.in, got, tt.want)
 		}
 	}
 	synctest.Test(t, func(t *testing.T) {
-		got := LogOptions(api.ContainerLogOpts{SinceSeconds: 30})
+		got := FromLogOpts(api.ContainerLogOpts{SinceSeconds: 30})
 		if want := time.Now().Add(-30 * time.Second); !got.SinceTime.Equal(want) {
 			t.Errorf("SinceSeconds 30 gives SinceTime %v, want %v", got.SinceTime, want)
 		}
