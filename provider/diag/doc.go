@@ -11,7 +11,11 @@
 // Run takes the command line as kubectl sends it. A command that is not on
 // the list is a *RefusedError, bad arguments a *UsageError; an ECU's
 // refusal is the uds package's *NegativeResponse, which names the NRC.
-// ExitCode turns each into the exit status kubectl shows.
+// ExitCode gives each its exit status; virtual-kubelet passes a status on
+// to kubectl when the error is a k8s.io/utils/exec ExitError (such as
+// exec.CodeExitError), and reports any other error as an internal one.
+// Check gives Run's verdict on a command line without an ECU, so that a
+// caller refuses before it connects.
 //
 // # What it must never do
 //
