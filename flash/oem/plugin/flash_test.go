@@ -130,6 +130,9 @@ func TestPluginCrashAfterActivation(t *testing.T) {
 	res := r.flash(firmware(next), map[string]any{"testFault": "crash:DecodeSlots:3"})
 	expect(t, res, flash.Failed)
 	pluginError(t, res.Err, oem.PluginCrashed, "DecodeSlots")
+	if !strings.HasPrefix(res.Err.Error(), "oem plugin acme") {
+		t.Errorf("error %q: the engine went on waiting for the ECU after its plugin failed", res.Err)
+	}
 	r.checkBoots(true, base, next)
 	if st := r.running(); !st.Trial {
 		t.Errorf("the new image is not on trial: %+v", st)
