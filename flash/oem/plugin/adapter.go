@@ -64,7 +64,7 @@ func (a *adapter) outcome(cctx context.Context, name string, timeout time.Durati
 	st, isStatus := status.FromError(err)
 	switch {
 	case errors.Is(context.Cause(cctx), errHung):
-		pe.Failure, pe.Err = oem.PluginHung, fmt.Errorf("no answer within %v", timeout)
+		pe.Failure, pe.Err = oem.PluginHung, fmt.Errorf("the call timeout of %v passed", timeout)
 	case isStatus && (st.Code() == codes.Unknown || st.Code() == codes.InvalidArgument):
 		// The adapter's own error, passed on by the SDK: the process is
 		// fine.
