@@ -4,9 +4,14 @@
 // vehicle has 25 to 70): the nodes advertise the same address and port, and
 // the server tells requests apart by the pod they name, through a Backend.
 //
-// The routes and the exec, attach and log protocols (SPDY and websocket
-// remotecommand) are virtual-kubelet's node/api. The package adds what a
-// kubelet puts around them:
+// The routes and the exec, attach and log protocols are virtual-kubelet's
+// node/api. Its exec speaks SPDY (remotecommand up to v5) and, over
+// websocket, only the older channel.k8s.io and v4.channel.k8s.io
+// protocols, not v5.channel.k8s.io. kubectl speaks websocket v5 to the API
+// server, which speaks SPDY to a kubelet, so kubectl exec works; a client
+// calling the server directly uses SPDY. /metrics/resource, which
+// metrics-server scrapes, is not served: ECU pods use no cluster CPU or
+// memory. The package adds what a kubelet puts around the routes:
 //
 //   - TLS 1.2 or later, with a serving certificate from files (read again
 //     when they change) or requested through a CertificateSigningRequest

@@ -38,6 +38,7 @@ type Server struct {
 	csr      *csrCert
 	clientCA *dynamiccertificates.DynamicFileCAContent
 	insecure bool
+	grace    time.Duration // shutdownGrace; tests shorten it
 
 	serveOnce sync.Once
 	ready     chan struct{}
@@ -50,7 +51,7 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	s := &Server{log: cfg.Log, insecure: cfg.Insecure, ready: make(chan struct{})}
+	s := &Server{log: cfg.Log, insecure: cfg.Insecure, grace: shutdownGrace, ready: make(chan struct{})}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -242,7 +243,7 @@ func (s *Server) serve(ctx context.Context) error {
 		return fmt.Errorf("kubeletapi: %w", err)
 	case <-ctx.Done():
 	}
-	grace, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	grace, cancel := context.WithTimeout(context.Background(), s.grace)
 	defer cancel()
 	if err := srv.Shutdown(grace); err != nil {
 		s.log.Info("kubelet API: streams still open after the grace period are cancelled", zap.Error(err))

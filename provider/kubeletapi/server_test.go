@@ -321,3 +321,71 @@ func TestServeReleasesTheAddressWhenItsContextEnds(t *testing.T) {
 		t.Error("a second Serve returned nil; want an error")
 	}
 }
+
+// endlessBackend's logs and commands never end by themselves, as a
+// followed transcript of a pod that keeps running, or a diagnostic session
+// left open.
+type endlessBackend struct {
+	*backend
+	started chan string
+}
+
+func (b endlessBackend) Logs(ctx context.Context, _, _, _ string, _ api.ContainerLogOpts) (io.ReadCloser, error) {
+	r, w := io.Pipe()
+	go func() {
+		w.Write([]byte(transcript))
+		b.started <- "logs"
+		<-ctx.Done()
+		w.CloseWithError(ctx.Err())
+	}()
+	return r, nil
+}
+
+func (b endlessBackend) Exec(ctx context.Context, _, _, _ string, _ []string, attach api.AttachIO) error {
+	b.started <- "exec"
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func TestServeEndsStreamsStillOpenAfterTheGracePeriod(t *testing.T) {
+	ca := newTestCA(t)
+	certFile, keyFile := ca.writeServing(t, t.TempDir(), "kubelet")
+	b := endlessBackend{newBackend(pod("fw", "brake", "demo-car-brake")), make(chan string)}
+	s, err := New(Config{Addr: "127.0.0.1:0", CertFile: certFile, KeyFile: keyFile, Insecure: true, Backend: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.grace = 0
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	<-s.Ready()
+
+	resp, err := ca.client(nil).Get("https://" + s.Addr() + "/containerLogs/fw/brake/firmware?follow=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	<-b.started
+	// An exec's connection is hijacked: closing the server does not close
+	// it, only cancelling the command's context does.
+	execDone := make(chan error, 1)
+	go func() {
+		config := &rest.Config{Host: "https://" + s.Addr(), TLSClientConfig: rest.TLSClientConfig{CAData: ca.pem}}
+		_, _, err := execute(t, config, "spdy", execURL(s.Addr(), "read-did", "F189"))
+		execDone <- err
+	}()
+	<-b.started
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if string(body) != transcript {
+		t.Errorf("followed log %q, want %q then its end", body, transcript)
+	}
+	if err := <-execDone; err == nil || !strings.Contains(err.Error(), "context canceled") {
+		t.Errorf("exec open at shutdown ended with %v; want the cancellation", err)
+	}
+}
