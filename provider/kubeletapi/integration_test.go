@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -294,15 +295,22 @@ func serviceAccountToken(t *testing.T, client kubernetes.Interface, name string,
 }
 
 // TestIntegrationServingCertificateFromCSR has the server request its
-// certificate from a real API server. The control plane runs no signer, so
-// the test approves and signs the request itself, as an operator and
-// kube-controller-manager's kubelet-serving signer would: what is under
-// test is the request and what the server does with the answer.
+// certificate from a real API server, signed by kube-controller-manager's
+// kubelet-serving signer, which checks the request as in a cluster. The
+// test approves it, as an operator would: nothing approves kubelet serving
+// certificates automatically.
 func TestIntegrationServingCertificateFromCSR(t *testing.T) {
-	cp := controlplane.Start(t)
+	cp := controlplane.Start(t, controlplane.WithControllerManager(controlplane.ControllerManager{}))
 	ctx := t.Context()
 	csrs := cp.Client().CertificatesV1().CertificateSigningRequests()
-	signer := newTestCA(t)
+	clusterCA, err := os.ReadFile(cp.CAFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(clusterCA) {
+		t.Fatalf("no certificate in %s", cp.CAFile())
+	}
 	core, logs := observer.New(zap.InfoLevel)
 	cfg := Config{
 		Addr:         "127.0.0.1:0",
@@ -353,10 +361,6 @@ func TestIntegrationServingCertificateFromCSR(t *testing.T) {
 	if csr, err = csrs.UpdateApproval(ctx, csr.Name, csr, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	csr.Status.Certificate = signer.sign(t, &x509.Certificate{Subject: req.Subject, DNSNames: req.DNSNames, IPAddresses: req.IPAddresses}, req.PublicKey)
-	if _, err := csrs.UpdateStatus(ctx, csr, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	select {
 	case <-s.Ready():
 	case err := <-done:
@@ -366,7 +370,7 @@ func TestIntegrationServingCertificateFromCSR(t *testing.T) {
 	if got := logs.FilterMessageSnippet("waiting for approval").FilterField(zap.String("approve", "kubectl certificate approve "+csr.Name)).Len(); got != 1 {
 		t.Errorf("%d log entries say how to approve %s; want 1; the log: %v", got, csr.Name, logs.All())
 	}
-	issued := servedCertificate(t, signer, s.Addr())
+	issued := servedCertificate(t, roots, s.Addr())
 	if issued.Subject.CommonName != "system:node:demo-car" {
 		t.Errorf("serves %v; want the certificate for system:node:demo-car", issued.Subject)
 	}
@@ -377,7 +381,7 @@ func TestIntegrationServingCertificateFromCSR(t *testing.T) {
 
 	// Restarted, it serves the certificate kept in CertDir at once.
 	s = start(t, cfg)
-	if again := servedCertificate(t, signer, s.Addr()); again.SerialNumber.Cmp(issued.SerialNumber) != 0 {
+	if again := servedCertificate(t, roots, s.Addr()); again.SerialNumber.Cmp(issued.SerialNumber) != 0 {
 		t.Errorf("after a restart serves serial %v; want the kept certificate, serial %v", again.SerialNumber, issued.SerialNumber)
 	}
 	list, err := csrs.List(ctx, metav1.ListOptions{})
@@ -408,10 +412,10 @@ func awaitCSR(t *testing.T, client kubernetes.Interface) *certificatesv1.Certifi
 }
 
 // servedCertificate connects to addr, verifying it as 127.0.0.1 against
-// ca, and returns the certificate it serves.
-func servedCertificate(t *testing.T, ca *testCA, addr string) *x509.Certificate {
+// roots, and returns the certificate it serves.
+func servedCertificate(t *testing.T, roots *x509.CertPool, addr string) *x509.Certificate {
 	t.Helper()
-	conn, err := tls.Dial("tcp", addr, ca.client(nil).Transport.(*http.Transport).TLSClientConfig)
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots})
 	if err != nil {
 		t.Fatal(err)
 	}
