@@ -76,6 +76,17 @@ func TestIntegrationKubeletAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	admin := cp.RESTConfig()
+	// The API server's identity towards kubelets.
+	apiServer, err := tls.LoadX509KeyPair(cp.KubeletClientFiles())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A certificate the cluster's CA did not sign (for serving, at that).
+	strangerPEM, strangerKey := ca.serving(t, "stranger")
+	stranger, err := tls.X509KeyPair(strangerPEM, strangerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	apiAdminToken := serviceAccountToken(t, client, "kubelet-api-admin", rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:kubelet-api-admin"})
 	// A role for one node's kubelet API alone, by resourceNames.
 	if _, err := client.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{
@@ -97,6 +108,8 @@ func TestIntegrationKubeletAPI(t *testing.T) {
 		"anonymous":         {client: ca.client(nil)},
 		"bad token":         {client: ca.client(nil), token: "not-a-token"},
 		"alice":             {client: ca.client(certOf(alice))},
+		"stranger":          {client: ca.client(&stranger)},
+		"api server":        {client: ca.client(&apiServer)},
 		"admin":             {client: ca.client(certOf(admin))},
 		"kubelet-api-admin": {client: ca.client(nil), token: apiAdminToken},
 		"brake-only":        {client: ca.client(nil), token: brakeToken},
@@ -110,6 +123,8 @@ func TestIntegrationKubeletAPI(t *testing.T) {
 			{"anonymous", "/pods", http.StatusUnauthorized, "Unauthorized"},
 			{"anonymous", "/healthz", http.StatusOK, "ok"},
 			{"bad token", "/pods", http.StatusUnauthorized, "Unauthorized"},
+			{"stranger", "/pods", http.StatusUnauthorized, "Unauthorized"},
+			{"api server", "/containerLogs/fw/brake/firmware", http.StatusOK, transcript},
 			{"alice", "/pods", http.StatusForbidden, "Forbidden (user=alice, verb=get, resource=nodes, subresource(s)=[pods proxy], node=(every node))"},
 			{"alice", "/containerLogs/fw/brake/firmware", http.StatusForbidden, "Forbidden (user=alice, verb=get, resource=nodes, subresource(s)=[proxy], node=demo-car-brake)"},
 			{"alice", "/metrics", http.StatusForbidden, "subresource(s)=[metrics]"},
