@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
@@ -97,20 +96,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Insecure {
 		s.log.Warn("kubelet API: authentication and authorization are OFF (Insecure): anyone who reaches " + cfg.Addr + " may read flash transcripts and run diagnostics on the ECUs; use it for the demo only")
 	} else {
-		pem, err := os.ReadFile(cfg.ClientCAFile)
-		if err != nil {
+		if s.clientCA, err = dynamiccertificates.NewDynamicCAContentFromFile("client-ca", cfg.ClientCAFile); err != nil {
 			return nil, fmt.Errorf("kubeletapi: client CA: %w", err)
 		}
 		// The pool only tells clients which certificate to send; the
 		// authenticator verifies it, against the file as it is then.
 		s.tls.ClientCAs = x509.NewCertPool()
-		if !s.tls.ClientCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("kubeletapi: client CA %s holds no PEM certificate", cfg.ClientCAFile)
-		}
+		s.tls.ClientCAs.AppendCertsFromPEM(s.clientCA.CurrentCABundleContent())
 		s.tls.ClientAuth = tls.RequestClientCert
-		if s.clientCA, err = dynamiccertificates.NewDynamicCAContentFromFile("client-ca", cfg.ClientCAFile); err != nil {
-			return nil, fmt.Errorf("kubeletapi: client CA: %w", err)
-		}
+		// virtual-kubelet's webhook authenticator and authorizer, with
+		// kubelet's cache times; its request attributes name one node, the
+		// guard's the pod's.
 		auth, err := nodeutil.WebhookAuth(cfg.Client, cfg.NodeName, func(c *nodeutil.WebhookAuthConfig) error {
 			c.AuthnConfig.ClientCertificateCAContentProvider = s.clientCA
 			return nil

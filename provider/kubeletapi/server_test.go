@@ -90,7 +90,7 @@ func TestNewRefusesIncompleteConfig(t *testing.T) {
 		{"SecureWithoutClientCA", func(c *Config) { c.Insecure, c.Client = false, client }, "no ClientCAFile"},
 		{"SecureWithoutClient", func(c *Config) { c.Insecure, c.ClientCAFile = false, certFile }, "no Client"},
 		{"BadCertificate", func(c *Config) { c.CertFile = keyFile }, "serving certificate"},
-		{"BadClientCA", func(c *Config) { c.Insecure, c.Client, c.ClientCAFile = false, client, keyFile }, "holds no PEM certificate"},
+		{"BadClientCA", func(c *Config) { c.Insecure, c.Client, c.ClientCAFile = false, client, keyFile }, "does not contain any valid"},
 		{"AddressInUse", func(c *Config) {
 			l, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
