@@ -189,24 +189,19 @@ wait_for 30 "the brake node's firmware-version label 1.3.0" brake_updated
 kubectl get nodes -L "$labels,ecu-kubelet.io/active-slot"
 "$bin" sim status --server "$sim_status"
 
-cat <<EOF
-
-${bold}The demo car runs.${plain} In another terminal:
-
-  export KUBECONFIG=$KUBECONFIG
-  alias kubectl=$kubectl_bin
-
-  kubectl get nodes -L $labels      # the ECUs, their firmware and bus
-  kubectl describe node demo-car-$ecu                               # slots, versions, conditions
-  kubectl describe pod $pod                                      # conditions and events of the flash
-  kubectl logs $pod                                              # the UDS transcript of the flash
-  kubectl exec $pod -- read-did F189                             # read the running version over UDS
-  kubectl exec $pod -- read-dtc                                  # diagnostic trouble codes
-  kubectl delete pod $pod                                        # the firmware stays on the ECU
-  $bin sim status --server $sim_status       # the simulator's view: slots A and B
-
-Logs: $work/{controlplane,sim,provider}.log
-EOF
+printf '\n%sThe demo car runs.%s In another terminal:\n\n' "$bold" "$plain"
+printf '  export KUBECONFIG=%s\n  alias kubectl=%s\n\n' "$KUBECONFIG" "$kubectl_bin"
+try() { printf '  %-58s # %s\n' "$1" "$2"; }
+try "kubectl get nodes -L $labels" "the ECUs, their firmware and bus"
+try "kubectl describe node demo-car-$ecu" "slots, versions, conditions"
+try "kubectl describe pod $pod" "conditions and events of the flash"
+try "kubectl logs $pod" "the UDS transcript of the flash"
+try "kubectl exec $pod -- read-did F189" "the running version, read over UDS"
+try "kubectl exec $pod -- identity" "versions, hardware and part numbers, serial"
+try "kubectl exec $pod -- help" "the diagnostics allowed; anything else is refused"
+try "kubectl delete pod $pod" "the firmware stays on the ECU"
+try "bin/ecu-kubelet sim status --server $sim_status" "the simulator's view: slots A and B"
+printf '\nLogs: %s/{controlplane,sim,provider}.log\n' "$work"
 
 if [ "${DEMO_ONCE:-0}" = 1 ]; then
   exit 0
