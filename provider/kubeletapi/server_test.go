@@ -389,3 +389,25 @@ func TestServeEndsStreamsStillOpenAfterTheGracePeriod(t *testing.T) {
 		t.Errorf("exec open at shutdown ended with %v; want the cancellation", err)
 	}
 }
+
+// FuzzScopeOf feeds request paths from outside to the authorization
+// mapping: it must not panic, must always ask for some subresource, and a
+// pod it names must be two non-empty segments of the path.
+func FuzzScopeOf(f *testing.F) {
+	for _, p := range []string{"/exec/fw/brake/firmware", "/containerLogs/a/b/c", "/portForward/x", "/stats/summary", "/", "/exec//"} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		r := &http.Request{Method: http.MethodGet, URL: &url.URL{Path: path}}
+		s := scopeOf(r)
+		if len(s.subresources) == 0 {
+			t.Fatalf("%q: no subresource", path)
+		}
+		if (s.pod == "") != (s.namespace == "") {
+			t.Fatalf("%q: namespace %q, pod %q", path, s.namespace, s.pod)
+		}
+		if s.pod != "" && !strings.Contains(path, "/"+s.namespace+"/"+s.pod) {
+			t.Fatalf("%q: pod %s/%s is not in the path", path, s.namespace, s.pod)
+		}
+	})
+}

@@ -132,9 +132,11 @@ func newCSRCert(cfg *Config, log *zap.Logger) (*csrCert, error) {
 	}
 	c := &csrCert{updated: make(chan struct{}, 1)}
 	client := csrNamingClient{Interface: cfg.Client, created: func(csr *certificatesv1.CertificateSigningRequest) {
-		log.Info("kubelet API: waiting for approval of the serving certificate request; the server starts once it is signed",
-			zap.String("csr", csr.Name),
-			zap.String("approve", "kubectl certificate approve "+csr.Name))
+		msg := "kubelet API: waiting for approval of the serving certificate request; the server starts once it is signed"
+		if c.Current() != nil {
+			msg = "kubelet API: waiting for approval of the request renewing the serving certificate; the current one serves until it expires"
+		}
+		log.Info(msg, zap.String("csr", csr.Name), zap.String("approve", "kubectl certificate approve "+csr.Name))
 	}}
 	c.Manager, err = certificate.NewManager(&certificate.Config{
 		ClientsetFn:      func(*tls.Certificate) (kubernetes.Interface, error) { return client, nil },
