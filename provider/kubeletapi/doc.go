@@ -27,8 +27,11 @@
 //     for /logs, pods or else proxy for /pods, proxy for the rest
 //     (/containerLogs, /exec, /attach, /portForward). An unauthenticated
 //     request gets 401, an unauthorized one 403 naming the user, the verb
-//     and the subresource. /healthz alone is open. Insecure turns all of it
-//     off, for a demo.
+//     and the subresource. /healthz alone is open. Answers are cached as
+//     the kubelet caches them (a token 2 min, an allowed request 5 min, a
+//     denied one 30 s), so an RBAC change takes up to that long to show.
+//     Insecure turns authentication and authorization off, TLS stays; it
+//     is for a demo.
 //
 // # One server, many nodes
 //
