@@ -153,8 +153,12 @@ func (f *runFlags) run(cmd *cobra.Command, log *zap.Logger) error {
 	if cfg.NodeAddress == "" {
 		cfg.NodeAddress = hostAddress()
 	}
+	// The kubelet API warns itself when it runs insecure, and logs the
+	// CSR to approve; only its absence is said here.
 	cfg.API = f.apiConfig(listenSet, cfg.NodeAddress, client)
-	f.warn(log, cfg.API)
+	if cfg.API.Addr == "" {
+		log.Warn(`--listen "": no kubelet API; kubectl logs and exec fail for these nodes`)
+	}
 
 	buses, err := openBuses(v)
 	if err != nil {
@@ -171,9 +175,11 @@ func (f *runFlags) run(cmd *cobra.Command, log *zap.Logger) error {
 		zap.String("apiServer", restConfig.Host), zap.String("kubeconfig", source),
 		zap.String("nodeAddress", cfg.NodeAddress), zap.Int32("kubeletPort", cfg.KubeletPort),
 		zap.String("listen", cfg.API.Addr), zap.String("stateDir", f.stateDir))
-	err = p.Run(cmd.Context())
+	if err := p.Run(cmd.Context()); err != nil {
+		return err
+	}
 	log.Info("stopped", zap.String("vehicle", v.Name))
-	return err
+	return nil
 }
 
 // check refuses flag values that cannot work, before anything is opened.
@@ -246,22 +252,6 @@ func (f *runFlags) apiConfig(listenSet bool, nodeAddress string, client kubernet
 		ClientCAFile: f.clientCAFile,
 		Client:       client,
 		Insecure:     f.insecureAPI,
-	}
-}
-
-// warn logs the settings that weaken the kubelet API or switch parts of it
-// off, so that nobody runs them by accident.
-func (f *runFlags) warn(log *zap.Logger, api kubeletapi.Config) {
-	switch {
-	case api.Addr == "":
-		log.Warn(`--listen "": no kubelet API; kubectl logs and exec will fail for these nodes`)
-	case api.Insecure:
-		log.Warn("--insecure-kubelet-api: the kubelet API accepts anyone who reaches " + api.Addr +
-			" without authentication or authorization, exec included; for a local demo only, never in a vehicle")
-	}
-	if api.Addr != "" && api.CertFile == "" {
-		log.Info("no --tls-cert-file: the kubelet API's serving certificate is requested through a CertificateSigningRequest "+
-			"(signer kubernetes.io/kubelet-serving); approve it, for example with kubectl certificate approve", zap.String("certDir", api.CertDir))
 	}
 }
 
