@@ -75,7 +75,7 @@ func testVehicle(t testing.TB, name string, n, buses int, writeTime, extra strin
 
 // env is a control plane, a simulated vehicle and a provider serving it.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	cp     *controlplane.ControlPlane
 	client kubernetes.Interface
 	v      *vehicle.Vehicle
@@ -88,7 +88,7 @@ type env struct {
 	stop func()
 }
 
-func newEnv(t *testing.T, cp *controlplane.ControlPlane, v *vehicle.Vehicle) *env {
+func newEnv(t testing.TB, cp *controlplane.ControlPlane, v *vehicle.Vehicle) *env {
 	t.Helper()
 	sv, err := sim.NewVehicle(v, zaptest.NewLogger(t).Named("sim"))
 	if err != nil {
@@ -583,5 +583,80 @@ func TestIntegrationLogsAndExecThroughTheAPIServer(t *testing.T) {
 	_, errOut, err := e.execute("fw", "write-did", "F189", "00")
 	if !errors.As(err, &exit) || exit.ExitStatus() != 126 || !strings.Contains(errOut, "read-did") {
 		t.Errorf("exec write-did: err %v, stderr %q: want exit 126 naming the allowed commands", err, errOut)
+	}
+}
+
+// TestIntegrationOfflineLongerThanTheLease is a vehicle that goes away
+// (its provider stops) for longer than its nodes' leases, in a cluster
+// with a controller manager that evicts from unreachable nodes. A firmware
+// pod that tolerates node.kubernetes.io/unreachable and not-ready without
+// tolerationSeconds stays; one that does not is evicted, and its deletion
+// changes nothing on the ECU, not even with rollback-on-delete.
+func TestIntegrationOfflineLongerThanTheLease(t *testing.T) {
+	cp := controlplane.Start(t, controlplane.WithControllerManager(controlplane.ControllerManager{
+		NodeMonitorPeriod: time.Second, NodeMonitorGracePeriod: 5 * time.Second, NodeStartupGracePeriod: 5 * time.Second,
+		DefaultToleration: 2 * time.Second,
+	}))
+	// Another vehicle stays online: with every node of a zone down, the
+	// node lifecycle controller suspects itself and evicts nothing.
+	online := newEnv(t, cp, testVehicle(t, "car7", 3, 1, "1ms", ""))
+	online.startProvider(Config{LeaseDuration: 4 * time.Second})
+	e := newEnv(t, cp, testVehicle(t, "car6", 2, 1, "1ms", ""))
+	e.startProvider(Config{LeaseDuration: 4 * time.Second})
+
+	ref := e.artifactRef(testImage(t, "2.0.0", 2, testHW), "2.0.0")
+	e.create(firmwarePod("tolerant", "car6-ecu0", ref))
+	intolerant := firmwarePod("intolerant", "car6-ecu1", ref)
+	intolerant.Spec.Tolerations = intolerant.Spec.Tolerations[:1] // the provider's taint only
+	intolerant.Annotations = map[string]string{AnnotationRollbackOnDelete: "true"}
+	e.create(intolerant)
+	e.waitPod("tolerant", "Running", running)
+	e.waitPod("intolerant", "Running", running)
+	e.waitNode("car6-ecu1", "showing 2.0.0", func(n *corev1.Node) bool { return n.Labels[LabelFirmwareVersion] == "2.0.0" })
+
+	e.stopProvider() // the vehicle goes offline
+	e.waitNode("car6-ecu0", "unreachable", func(n *corev1.Node) bool {
+		return slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool {
+			return t.Key == corev1.TaintNodeUnreachable && t.Effect == corev1.TaintEffectNoExecute
+		})
+	})
+	p := e.waitPod("intolerant", "evicted", func(p *corev1.Pod) bool { return p.DeletionTimestamp != nil })
+	if !slices.ContainsFunc(p.Status.Conditions, func(c corev1.PodCondition) bool { return c.Type == corev1.DisruptionTarget }) {
+		t.Errorf("the evicted pod has no DisruptionTarget condition: %+v", p.Status.Conditions)
+	}
+	// Longer than the default toleration the other pod would have had.
+	time.Sleep(5 * time.Second)
+	if p, err := e.client.CoreV1().Pods("default").Get(context.Background(), "tolerant", metav1.GetOptions{}); err != nil || p.DeletionTimestamp != nil {
+		t.Fatalf("the tolerating pod was evicted too: %v", err)
+	}
+
+	e.startProvider(Config{LeaseDuration: 4 * time.Second}) // the vehicle is back
+	e.waitPod("tolerant", "Running and Ready again", func(p *corev1.Pod) bool {
+		return running(p) && slices.ContainsFunc(p.Status.Conditions, func(c corev1.PodCondition) bool {
+			return c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue
+		})
+	})
+	deadline := time.Now().Add(waitFor)
+	for {
+		_, err := e.client.CoreV1().Pods("default").Get(context.Background(), "intolerant", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the evicted pod is still there: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	evs, err := e.client.CoreV1().Events("default").List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=intolerant"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(evs.Items, func(ev corev1.Event) bool { return ev.Reason == "RollbackSkipped" }) {
+		t.Errorf("no RollbackSkipped event for the evicted pod")
+	}
+	for _, ecu := range []string{"ecu0", "ecu1"} {
+		if got := e.runsVersion(ecu); got != "2.0.0" {
+			t.Errorf("%s runs %q after the vehicle came back, want 2.0.0", ecu, got)
+		}
 	}
 }

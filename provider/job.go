@@ -27,7 +27,10 @@ type podJob struct {
 	done   chan struct{}
 	log    *transcriptLog
 
+	// mu also orders status writes: progress never overwrites the
+	// outcome once ended is set.
 	mu        sync.Mutex
+	ended     bool
 	phase     flash.Phase
 	activated bool // the image was activated: the job must run to its end
 	lastShown time.Time
@@ -137,6 +140,10 @@ func (j *podJob) run(ctx context.Context, pod *corev1.Pod, resumed bool) {
 		j.log.Note("the flash was interrupted (%v); the ECU keeps a bootable image and the job resumes from its journal", context.Cause(ctx))
 		return
 	}
+	// Progress events still queued must not overwrite the outcome.
+	j.mu.Lock()
+	j.ended = true
+	j.mu.Unlock()
 	n.p.metrics.flashed(n.ecu.Name, res, time.Since(j.started))
 	b, _ := json.Marshal(res.Plan)
 	j.log.Note("result: %s; plan: %s", res.Outcome, b)
@@ -278,6 +285,10 @@ func (j *podJob) pending(st *corev1.PodStatus, reason, msg string) {
 // and as an event every 25 %.
 func (j *podJob) progress(ev flash.Event) {
 	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.ended {
+		return
+	}
 	newPhase := ev.Phase != j.phase
 	j.phase = ev.Phase
 	if ev.Phase == flash.PhaseActivate {
@@ -301,7 +312,6 @@ func (j *podJob) progress(ev flash.Event) {
 	if show {
 		j.lastShown = time.Now()
 	}
-	j.mu.Unlock()
 	if !show && !milestone {
 		return
 	}

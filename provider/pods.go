@@ -207,7 +207,8 @@ func (s *podSet) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	final.Status = *st
 	s.event(final, corev1.EventTypeNormal, "Released", msg)
 	if pod.Annotations[AnnotationRollbackOnDelete] == "true" {
-		s.rollbackOnDelete(final)
+		// The pod as the API server has it: it says who deleted it.
+		s.rollbackOnDelete(pod)
 	}
 	os.Remove(s.recordPath(pod.Namespace, pod.Name))
 	s.removeTranscript(pod)

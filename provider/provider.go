@@ -222,7 +222,9 @@ func (p *Provider) Run(ctx context.Context) error {
 			api.Client = p.cfg.Client
 		}
 		if api.NodeName == "" {
-			api.NodeName = p.cfg.Vehicle.Name
+			// The CSR's identity must be a node that exists, for
+			// approvers that check it: the first ECU's.
+			api.NodeName = p.nodes[0].name
 		}
 		srv, err := kubeletapi.New(api)
 		if err != nil {
