@@ -25,6 +25,7 @@ import (
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content/oci"
 
+	"github.com/ecu-kubelet/ecu-kubelet/flash"
 	"github.com/ecu-kubelet/ecu-kubelet/flash/artifact"
 	"github.com/ecu-kubelet/ecu-kubelet/flash/image"
 	"github.com/ecu-kubelet/ecu-kubelet/flash/vehicle"
@@ -336,6 +337,23 @@ func TestIntegrationNodesAndFlash(t *testing.T) {
 	}
 	e.waitNode("car1-ecu1", "showing 2.0.0", func(n *corev1.Node) bool { return n.Labels[LabelFirmwareVersion] == "2.0.0" })
 
+	// A new image in the pod's spec reflashes (virtual-kubelet's update path).
+	ref3 := e.artifactRef(testImage(t, "3.0.0", 3, testHW), "3.0.0")
+	p, err := e.client.CoreV1().Pods("default").Get(context.Background(), "fw", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Spec.Containers[0].Image = ref3
+	if _, err := e.client.CoreV1().Pods("default").Update(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitPod("fw", "Running the new image", func(p *corev1.Pod) bool {
+		return running(p) && p.Status.ContainerStatuses[0].Image == ref3
+	})
+	if got := e.runsVersion("ecu1"); got != "3.0.0" {
+		t.Errorf("after the image change the ECU runs %q, want 3.0.0", got)
+	}
+
 	// Deleting the pod leaves the firmware alone.
 	// virtual-kubelet removes a deleted pod after its grace period.
 	if err := e.client.CoreV1().Pods("default").Delete(context.Background(), "fw", metav1.DeleteOptions{GracePeriodSeconds: new(int64(1))}); err != nil {
@@ -352,8 +370,8 @@ func TestIntegrationNodesAndFlash(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if got := e.runsVersion("ecu1"); got != "2.0.0" {
-		t.Errorf("after the delete the ECU runs %q, want 2.0.0 still", got)
+	if got := e.runsVersion("ecu1"); got != "3.0.0" {
+		t.Errorf("after the delete the ECU runs %q, want 3.0.0 still", got)
 	}
 }
 
@@ -659,4 +677,38 @@ func TestIntegrationOfflineLongerThanTheLease(t *testing.T) {
 			t.Errorf("%s runs %q after the vehicle came back, want 2.0.0", ecu, got)
 		}
 	}
+}
+
+func TestIntegrationNodeFollowsTheECU(t *testing.T) {
+	cp := controlplane.Start(t)
+	e := newEnv(t, cp, testVehicle(t, "car8", 2, 1, "1ms", ""))
+	e.startProvider(Config{PollInterval: time.Second})
+	for _, n := range []string{"car8-ecu0", "car8-ecu1"} {
+		e.waitNode(n, "Ready", func(n *corev1.Node) bool { return nodeCondition(n, corev1.NodeReady) == corev1.ConditionTrue })
+	}
+
+	// An ECU that stops answering is NotReady, and Ready again when it
+	// answers; its bus still works.
+	if err := e.sim.ECU("ecu1").Inject(sim.Fault{Kind: sim.FaultBusSilent, Duration: 8 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	n := e.waitNode("car8-ecu1", "NotReady", func(n *corev1.Node) bool { return nodeCondition(n, corev1.NodeReady) == corev1.ConditionFalse })
+	if nodeCondition(n, ConditionBusReachable) != corev1.ConditionTrue {
+		t.Errorf("a silent ECU on a working bus: BusReachable is %v", nodeCondition(n, ConditionBusReachable))
+	}
+	e.waitNode("car8-ecu1", "Ready again", func(n *corev1.Node) bool { return nodeCondition(n, corev1.NodeReady) == corev1.ConditionTrue })
+
+	// A workshop flashes ecu0 behind the provider's back: the node shows
+	// the new image within a poll or two.
+	fw, err := artifact.Resolve(context.Background(), e.artifactRef(testImage(t, "2.5.0", 2, testHW), "workshop"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	workshop := &flash.Engine{Buses: e.buses, StateDir: t.TempDir()}
+	if res := workshop.Flash(context.Background(), flash.Job{ECU: e.v.ECUs[0], Firmware: fw}); res.Outcome != flash.Done {
+		t.Fatalf("workshop flash: %v %v", res.Outcome, res.Err)
+	}
+	e.waitNode("car8-ecu0", "showing the workshop's image", func(n *corev1.Node) bool {
+		return n.Labels[LabelFirmwareVersion] == "2.5.0" && strings.Contains(n.Annotations[AnnotationSlots], `"version":"2.5.0"`)
+	})
 }
