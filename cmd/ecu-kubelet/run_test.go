@@ -8,10 +8,15 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/klog/v2"
 
 	"github.com/ecu-kubelet/ecu-kubelet/flash/vehicle"
+	"github.com/ecu-kubelet/ecu-kubelet/provider"
 )
 
 // writeKubeconfig writes a kubeconfig for an API server at server and
@@ -209,5 +214,68 @@ func TestHostAddressIsAnIPv4Address(t *testing.T) {
 	}
 	if ip.IsLoopback() && !ip.Equal(net.IPv4(127, 0, 0, 1)) {
 		t.Errorf("hostAddress() = %s: a loopback address other than the fallback", ip)
+	}
+}
+
+// TestExampleFirmwarePodsFitTheDemoCar checks the example firmware pods
+// that the demo applies and users copy: each is a valid pod (decoded
+// strictly, so a misspelt field fails) bound to a node of the demo car,
+// with one container naming a firmware artifact, and it tolerates the ECU
+// nodes' taint and, for ever, the taints of a vehicle that is offline
+// longer than its lease, so that it is never evicted.
+func TestExampleFirmwarePodsFitTheDemoCar(t *testing.T) {
+	car, err := vehicle.Load(demoCarPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := map[string]bool{}
+	for _, e := range car.ECUs {
+		nodes[provider.NodeName(car.Name, e.Name)] = true
+	}
+	files, err := filepath.Glob("../../deploy/examples/*-pod.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no example pods in deploy/examples (%v)", err)
+	}
+	decode := serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer().Decode
+	mustTolerate := []corev1.Taint{
+		{Key: provider.TaintKey, Value: provider.TaintValue, Effect: corev1.TaintEffectNoSchedule},
+		{Key: corev1.TaintNodeUnreachable, Effect: corev1.TaintEffectNoExecute},
+		{Key: corev1.TaintNodeNotReady, Effect: corev1.TaintEffectNoExecute},
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			obj, _, err := decode(b, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pod, ok := obj.(*corev1.Pod)
+			if !ok {
+				t.Fatalf("%s holds a %T, want a Pod", file, obj)
+			}
+			if !nodes[pod.Spec.NodeName] {
+				t.Errorf("nodeName %q is no node of %s", pod.Spec.NodeName, car.Name)
+			}
+			if len(pod.Spec.Containers) != 1 || !strings.HasPrefix(pod.Spec.Containers[0].Image, "oci-layout:") {
+				t.Errorf("want one container whose image is an oci-layout: firmware reference (demo.sh points it at the layout it builds); got %+v", pod.Spec.Containers)
+			}
+			for _, taint := range mustTolerate {
+				var by *corev1.Toleration
+				for i := range pod.Spec.Tolerations {
+					if pod.Spec.Tolerations[i].ToleratesTaint(klog.Logger{}, &taint, false) {
+						by = &pod.Spec.Tolerations[i]
+					}
+				}
+				switch {
+				case by == nil:
+					t.Errorf("does not tolerate the taint %s", taint.ToString())
+				case by.TolerationSeconds != nil:
+					t.Errorf("tolerates %s only for %d s; an offline vehicle's pod would be evicted", taint.ToString(), *by.TolerationSeconds)
+				}
+			}
+		})
 	}
 }
