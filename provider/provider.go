@@ -198,13 +198,14 @@ func (p *Provider) Run(ctx context.Context) error {
 		}
 		n.pods.recorder = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "ecu-kubelet", Host: n.name})
 		podInformers.Start(ctx.Done())
+		vkctx := withVKLogger(ctx, n.log.Named("virtual-kubelet"))
 		wg.Go(func() {
-			if err := nc.Run(ctx); err != nil && ctx.Err() == nil {
+			if err := nc.Run(vkctx); err != nil && ctx.Err() == nil {
 				errc <- fmt.Errorf("provider: node %s: %w", n.name, err)
 			}
 		})
 		wg.Go(func() {
-			if err := pc.Run(ctx, 2); err != nil && ctx.Err() == nil {
+			if err := pc.Run(vkctx, 2); err != nil && ctx.Err() == nil {
 				errc <- fmt.Errorf("provider: pods of node %s: %w", n.name, err)
 			}
 		})
