@@ -10,11 +10,13 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/go-logr/zapr"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/ecu-kubelet/ecu-kubelet/flash"
 	"github.com/ecu-kubelet/ecu-kubelet/flash/artifact"
@@ -86,6 +88,11 @@ off, for a local demo only.`,
 				return err
 			}
 			defer log.Sync()
+			// Kubernetes' libraries (client-go's reflectors, the kubelet
+			// API's certificate reloaders) log through klog; the same
+			// logger takes their lines, so that a --log-format json log
+			// stays JSON.
+			klog.SetLogger(zapr.NewLogger(log))
 			return f.run(cmd, log)
 		},
 	}
