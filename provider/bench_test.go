@@ -124,11 +124,9 @@ func (e *env) waitSimRunning() {
 //   - cpu-ms/s: the provider's CPU time (utime+stime) per second of the
 //     window.
 func BenchmarkProviderStartup70(b *testing.B) {
-	const (
-		ecus   = 70
-		steady = 60 * time.Second // one whole node status interval (1 min)
-		quiet  = 15 * time.Second // the API server's own background, after
-	)
+	ecus, _ := strconv.Atoi(os.Getenv("XECUS"))
+	steady, _ := time.ParseDuration(os.Getenv("XSTEADY"))
+	quiet := 15 * time.Second
 	bin := buildProvider(b)
 	var ready, registered, leased, rss, hwm, reqRate, cpu float64
 	for b.Loop() {
@@ -168,7 +166,7 @@ func BenchmarkProviderStartup70(b *testing.B) {
 
 		st := watchStartup(b, e.client, ecus)
 		proc := startProviderProcess(b, bin, "--config", config, "--kubeconfig", cp.Kubeconfig(),
-			"--state-dir", filepath.Join(dir, "state"), "--listen", "", "--node-address", "127.0.0.1")
+			"--state-dir", filepath.Join(dir, "state"), "--listen", "", "--node-address", "127.0.0.1", os.Getenv("XARG1"), os.Getenv("XARG2"))
 		st.wait(proc.started)
 		ready += st.ready.Seconds()
 		registered += st.registered.Seconds()
@@ -184,6 +182,8 @@ func BenchmarkProviderStartup70(b *testing.B) {
 		time.Sleep(steady)
 		m1, cpu1 := apiRequests(b, e.client), proc.cpuTime()
 		r, h := proc.memory()
+		smaps, _ := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", proc.cmd.Process.Pid))
+		b.Logf("smaps_rollup:\n%s", smaps)
 		rss += float64(r) / (1 << 20)
 		hwm += float64(h) / (1 << 20)
 		cpu += float64((cpu1 - cpu0).Milliseconds()) / steady.Seconds()
@@ -524,7 +524,7 @@ func BenchmarkFlashEightOnFourBuses(b *testing.B) {
 		}))
 		e := newEnv(b, cp, v)
 		e.waitSimRunning()
-		e.startProvider(Config{Log: zaptest.NewLogger(b, zaptest.Level(zap.InfoLevel))})
+		e.startProvider(Config{Log: zaptest.NewLogger(b, zaptest.Level(zap.WarnLevel))})
 		for _, ecu := range v.ECUs {
 			e.waitNode(NodeName(v.Name, ecu.Name), "Ready", func(n *corev1.Node) bool {
 				return nodeCondition(n, corev1.NodeReady) == corev1.ConditionTrue
@@ -565,7 +565,6 @@ func BenchmarkFlashEightOnFourBuses(b *testing.B) {
 			}
 		}
 		e.stopProvider()
-		dumpTranscripts(b, e.state)
 	}
 	n := float64(b.N)
 	b.ReportMetric(total/n, "total-seconds")

@@ -627,6 +627,8 @@ func TestIntegrationOfflineLongerThanTheLease(t *testing.T) {
 	intolerant := firmwarePod("intolerant", "car6-ecu1", ref)
 	intolerant.Spec.Tolerations = intolerant.Spec.Tolerations[:1] // the provider's taint only
 	intolerant.Annotations = map[string]string{AnnotationRollbackOnDelete: "true"}
+	// The eviction's deletion completes after the pod's grace period.
+	intolerant.Spec.TerminationGracePeriodSeconds = new(int64(1))
 	e.create(intolerant)
 	e.waitPod("tolerant", "Running", running)
 	e.waitPod("intolerant", "Running", running)
@@ -711,4 +713,22 @@ func TestIntegrationNodeFollowsTheECU(t *testing.T) {
 	e.waitNode("car8-ecu0", "showing the workshop's image", func(n *corev1.Node) bool {
 		return n.Labels[LabelFirmwareVersion] == "2.5.0" && strings.Contains(n.Annotations[AnnotationSlots], `"version":"2.5.0"`)
 	})
+}
+
+// A vehicle that starts offline registers its nodes once the API server
+// can be reached, instead of ending.
+func TestIntegrationStartsWithoutTheAPIServer(t *testing.T) {
+	cp := controlplane.Start(t)
+	e := newEnv(t, cp, testVehicle(t, "car9", 2, 1, "1ms", ""))
+	if err := cp.StopAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	e.startProvider(Config{})
+	time.Sleep(3 * time.Second) // several failed registrations
+	if err := cp.StartAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"car9-ecu0", "car9-ecu1"} {
+		e.waitNode(n, "Ready", func(n *corev1.Node) bool { return nodeCondition(n, corev1.NodeReady) == corev1.ConditionTrue })
+	}
 }

@@ -69,8 +69,10 @@ type health struct {
 	bootloader string
 	// err is the last poll's error, nil when it answered; busErr says
 	// that the bus itself failed rather than the ECU staying silent.
-	err      error
-	busErr   bool
+	err    error
+	busErr bool
+	// misses counts the polls in a row the ECU did not answer.
+	misses   int
 	flashing string // the pod whose flash runs, "" when none
 }
 

@@ -62,11 +62,17 @@ func (n *ecuNode) pollOnce(ctx context.Context) {
 			n.log.Info("the ECU does not answer its identity read", zap.Error(err))
 		}
 		n.update(func(h *health) {
-			h.err, h.busErr = err, bus
 			if answered {
 				// It is alive, only its identity is not what the adapter
 				// expects: Ready, with the reason logged.
-				h.err, h.seen = nil, time.Now()
+				h.err, h.busErr, h.misses, h.seen = nil, false, 0, time.Now()
+				return
+			}
+			// One missed answer is not yet an ECU gone: a loaded host can
+			// miss a P2 deadline. Two in a row are.
+			h.misses++
+			if h.misses >= 2 || bus {
+				h.err, h.busErr = err, bus
 			}
 		})
 		return
@@ -83,6 +89,6 @@ func (n *ecuNode) pollOnce(ctx context.Context) {
 			n.log.Info("the ECU runs another image than at the last poll (flashed outside this provider?)",
 				zap.String("before", h.id.Version), zap.String("now", id.Version))
 		}
-		h.id, h.known, h.seen, h.err, h.busErr, h.bootloader = id, true, time.Now(), nil, false, boot
+		h.id, h.known, h.seen, h.err, h.busErr, h.misses, h.bootloader = id, true, time.Now(), nil, false, 0, boot
 	})
 }

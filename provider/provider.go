@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/scheme"
+	coordinationv1 "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 
@@ -169,20 +170,15 @@ func (p *Provider) Run(ctx context.Context) error {
 		if err := n.pods.load(); err != nil {
 			return err
 		}
-		nc, err := node.NewNodeController(n, n.nodeObject(), p.cfg.Client.CoreV1().Nodes(),
-			node.WithNodeEnableLeaseV1(leases, int32(p.cfg.LeaseDuration/time.Second)),
-			node.WithNodeStatusUpdateInterval(time.Minute),
-			node.WithNodeStatusUpdateErrorHandler(n.statusUpdateFailed))
-		if err != nil {
-			return fmt.Errorf("provider: node %s: %w", n.name, err)
-		}
+		recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "ecu-kubelet", Host: n.name})
+		n.pods.recorder = recorder
 		// One informer per node, filtered on spec.nodeName by the API
 		// server: a node sees its own pods and nothing else.
 		podInformers := informers.NewSharedInformerFactoryWithOptions(p.cfg.Client, 10*time.Minute, nodeutil.PodInformerFilter(n.name))
 		pc, err := node.NewPodController(node.PodControllerConfig{
 			PodClient:         p.cfg.Client.CoreV1(),
 			PodInformer:       podInformers.Core().V1().Pods(),
-			EventRecorder:     broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "ecu-kubelet", Host: n.name}),
+			EventRecorder:     recorder,
 			Provider:          n.pods,
 			ConfigMapInformer: unused.Core().V1().ConfigMaps(),
 			SecretInformer:    unused.Core().V1().Secrets(),
@@ -196,21 +192,17 @@ func (p *Provider) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("provider: node %s: %w", n.name, err)
 		}
-		n.pods.recorder = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "ecu-kubelet", Host: n.name})
 		podInformers.Start(ctx.Done())
 		vkctx := withVKLogger(ctx, n.log.Named("virtual-kubelet"))
-		wg.Go(func() {
-			if err := nc.Run(vkctx); err != nil && ctx.Err() == nil {
-				errc <- fmt.Errorf("provider: node %s: %w", n.name, err)
-			}
-		})
+		registered := make(chan struct{})
+		wg.Go(func() { n.register(vkctx, leases, registered) })
 		wg.Go(func() {
 			if err := pc.Run(vkctx, 2); err != nil && ctx.Err() == nil {
 				errc <- fmt.Errorf("provider: pods of node %s: %w", n.name, err)
 			}
 		})
 		wg.Go(func() { n.poll(ctx) })
-		ready = append(ready, nc.Ready(), pc.Ready())
+		ready = append(ready, registered, pc.Ready())
 		n.pods.resume(ctx)
 	}
 	if p.cfg.API.Addr != "" {
@@ -258,6 +250,44 @@ func (p *Provider) Run(ctx context.Context) error {
 // retryForever retries a pod status update every few seconds for as long
 // as it fails, so that statuses converge soon after an API server comes
 // back; only pods whose status changed are retried.
+// register runs the node's controller (registration, status, lease), and
+// runs it again when it fails: a vehicle that starts without its API
+// server (offline) goes on polling and flashing, and its nodes register
+// once the API server can be reached. registered is closed the first time
+// the node is registered.
+func (n *ecuNode) register(ctx context.Context, leases coordinationv1.LeaseInterface, registered chan<- struct{}) {
+	var once sync.Once
+	wait := time.Second
+	for {
+		nc, err := node.NewNodeController(n, n.nodeObject(), n.p.cfg.Client.CoreV1().Nodes(),
+			node.WithNodeEnableLeaseV1(leases, int32(n.p.cfg.LeaseDuration/time.Second)),
+			node.WithNodeStatusUpdateInterval(time.Minute),
+			node.WithNodeStatusUpdateErrorHandler(n.statusUpdateFailed))
+		if err != nil {
+			n.log.Error("cannot run the node controller", zap.Error(err))
+			return
+		}
+		go func() {
+			select {
+			case <-nc.Ready():
+				once.Do(func() { close(registered) })
+			case <-nc.Done():
+			}
+		}()
+		err = nc.Run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		n.log.Warn("the node is not registered; trying again (flashes and polls go on meanwhile)", zap.Error(err), zap.Duration("in", wait))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
 func retryForever(_ context.Context, _ string, tried int, _ time.Time, _ error) (*time.Duration, error) {
 	d := time.Duration(min(tried, 5)) * time.Second
 	return &d, nil
