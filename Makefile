@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/ecu-kubelet
 PKGS    := ./...
 # Packages whose code runs concurrently; the race detector runs on them.
-RACE_PKGS := ./uds/... ./sim/... ./flash ./flash/artifact
+RACE_PKGS := ./uds/... ./sim/... ./flash/... ./provider/...
 STATICCHECK ?= $(shell command -v staticcheck || echo $(shell $(GO) env GOPATH)/bin/staticcheck)
 
 .PHONY: build test unit vcan race lint bench fuzz clean controlplane demo
