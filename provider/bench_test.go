@@ -112,23 +112,30 @@ func (e *env) waitSimRunning() {
 // It reports:
 //   - ready-seconds: from starting the process until the API server shows
 //     all 70 nodes Ready (target < 5 s); registered-seconds and
-//     leases-seconds are when all 70 nodes and all 70 leases existed, to see
-//     where the time goes;
-//   - rss-MiB: the provider's VmRSS after a steady-state window (target
-//     < 64 MiB), and peak-rss-MiB its VmHWM;
-//   - api-req/s: the resource requests the API server completed during the
-//     steady-state window (apiserver_request_total, every verb and code),
-//     less the API server's own background rate measured after the
-//     provider stopped; long-running watches count only when they end,
-//     and none of the provider's ends in the window;
-//   - cpu-ms/s: the provider's CPU time (utime+stime) per second of the
-//     window.
+//     leases-seconds are when all 70 nodes and all 70 leases existed, and
+//     startup-api-requests how many requests the API server completed
+//     from the start until all were Ready, to see where the time goes;
+//   - rss-MiB: the provider's VmRSS after the steady-state window (target
+//     < 64 MiB), rss-anon-MiB and rss-file-MiB its parts (heap and stacks;
+//     the executable's pages), and peak-rss-MiB its VmHWM;
+//   - api-req/s: the requests the API server completed during a minute of
+//     steady state (requestCounts), less the API server's own background
+//     rate measured after the provider stopped: with nothing else running
+//     against it, the rest are the provider's;
+//   - cpu-ms/s: the provider's CPU time (utime+stime) per second of that
+//     minute.
+//
+// ECU_KUBELET_PROVIDER_BENCH_ARGS adds flags to the provider's command
+// line, for example "--kube-api-qps=1000 --kube-api-burst=2000".
 func BenchmarkProviderStartup70(b *testing.B) {
-	ecus, _ := strconv.Atoi(os.Getenv("XECUS"))
-	steady, _ := time.ParseDuration(os.Getenv("XSTEADY"))
-	quiet := 15 * time.Second
+	const (
+		ecus   = 70
+		steady = 60 * time.Second // one whole node status interval (1 min)
+		quiet  = 15 * time.Second // the API server's own background, after
+	)
 	bin := buildProvider(b)
-	var ready, registered, leased, rss, hwm, reqRate, cpu float64
+	extra := strings.Fields(os.Getenv("ECU_KUBELET_PROVIDER_BENCH_ARGS"))
+	var ready, registered, leased, rss, hwm, anon, file, startReqs, reqRate, cpu float64
 	for b.Loop() {
 		cp := controlplane.Start(b)
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -165,15 +172,19 @@ func BenchmarkProviderStartup70(b *testing.B) {
 		}
 
 		st := watchStartup(b, e.client, ecus)
-		proc := startProviderProcess(b, bin, "--config", config, "--kubeconfig", cp.Kubeconfig(),
-			"--state-dir", filepath.Join(dir, "state"), "--listen", "", "--node-address", "127.0.0.1", os.Getenv("XARG1"), os.Getenv("XARG2"))
+		s0 := apiRequests(b, e.client)
+		proc := startProviderProcess(b, bin, append([]string{"--config", config, "--kubeconfig", cp.Kubeconfig(),
+			"--state-dir", filepath.Join(dir, "state"), "--listen", "", "--node-address", "127.0.0.1"}, extra...)...)
 		st.wait(proc.started)
+		startup := apiRequests(b, e.client).minus(s0)
+		startReqs += float64(startup.total())
 		ready += st.ready.Seconds()
 		registered += st.registered.Seconds()
 		leased += st.leased.Seconds()
 		b.Logf("from start: first node %v, all nodes %v, all leases %v, all Ready %v",
 			st.first.Round(time.Millisecond), st.registered.Round(time.Millisecond),
 			st.leased.Round(time.Millisecond), st.ready.Round(time.Millisecond))
+		b.Logf("API requests completed until then: %d (%s)", startup.total(), startup)
 
 		// Steady state: the watches above have ended (so they do not land
 		// in the window), and the startup burst is over.
@@ -181,11 +192,11 @@ func BenchmarkProviderStartup70(b *testing.B) {
 		m0, cpu0 := apiRequests(b, e.client), proc.cpuTime()
 		time.Sleep(steady)
 		m1, cpu1 := apiRequests(b, e.client), proc.cpuTime()
-		r, h := proc.memory()
-		smaps, _ := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", proc.cmd.Process.Pid))
-		b.Logf("smaps_rollup:\n%s", smaps)
-		rss += float64(r) / (1 << 20)
-		hwm += float64(h) / (1 << 20)
+		mem := proc.memory()
+		rss += float64(mem["VmRSS"]) / (1 << 20)
+		hwm += float64(mem["VmHWM"]) / (1 << 20)
+		anon += float64(mem["RssAnon"]) / (1 << 20)
+		file += float64(mem["RssFile"]) / (1 << 20)
 		cpu += float64((cpu1 - cpu0).Milliseconds()) / steady.Seconds()
 		proc.stop()
 
@@ -207,6 +218,9 @@ func BenchmarkProviderStartup70(b *testing.B) {
 	b.ReportMetric(leased/n, "leases-seconds")
 	b.ReportMetric(rss/n, "rss-MiB")
 	b.ReportMetric(hwm/n, "peak-rss-MiB")
+	b.ReportMetric(anon/n, "rss-anon-MiB")
+	b.ReportMetric(file/n, "rss-file-MiB")
+	b.ReportMetric(startReqs/n, "startup-api-requests")
 	b.ReportMetric(reqRate/n, "api-req/s")
 	b.ReportMetric(cpu/n, "cpu-ms/s")
 }
@@ -287,27 +301,30 @@ func (p *process) stop() {
 	}
 }
 
-// memory returns the process's resident set size and its peak (VmRSS and
-// VmHWM of /proc/PID/status), in bytes.
-func (p *process) memory() (rss, peak int64) {
+// memory returns the process's memory figures of /proc/PID/status, in
+// bytes: VmRSS (resident set), VmHWM (its peak), and VmRSS's parts RssAnon
+// (heap, stacks) and RssFile (pages of the executable).
+func (p *process) memory() map[string]int64 {
 	p.b.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {
 		p.b.Fatalf("the provider's memory: %v", err)
 	}
-	field := func(name string) int64 {
-		for line := range strings.Lines(string(data)) {
-			if rest, ok := strings.CutPrefix(line, name+":"); ok {
-				f := strings.Fields(rest)
-				if kB, err := strconv.ParseInt(f[0], 10, 64); err == nil && len(f) == 2 && f[1] == "kB" {
-					return kB << 10
-				}
+	mem := map[string]int64{}
+	for line := range strings.Lines(string(data)) {
+		name, rest, _ := strings.Cut(line, ":")
+		if f := strings.Fields(rest); len(f) == 2 && f[1] == "kB" {
+			if kB, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+				mem[name] = kB << 10
 			}
 		}
-		p.b.Fatalf("/proc/%d/status has no %s in kB:\n%s", p.cmd.Process.Pid, name, data)
-		return 0
 	}
-	return field("VmRSS"), field("VmHWM")
+	for _, name := range []string{"VmRSS", "VmHWM", "RssAnon", "RssFile"} {
+		if _, ok := mem[name]; !ok {
+			p.b.Fatalf("/proc/%d/status has no %s in kB:\n%s", p.cmd.Process.Pid, name, data)
+		}
+	}
+	return mem
 }
 
 // cpuTime returns the user and system CPU time the process has used, from
@@ -415,7 +432,8 @@ func (s *startup) wait(start time.Time) {
 }
 
 // requestCounts are apiserver_request_total's counters by "VERB resource"
-// (with "/subresource" where there is one), resource requests only.
+// (with "/subresource" where there is one): the resource requests the API
+// server completed, every response code, watches left out.
 type requestCounts map[string]float64
 
 // apiRequests reads the API server's request counters from its /metrics.
@@ -443,8 +461,10 @@ func apiRequests(b *testing.B, client kubernetes.Interface) requestCounts {
 			k, val, _ := strings.Cut(kv, "=")
 			l[k] = strings.Trim(val, `"`)
 		}
-		if l["resource"] == "" {
-			continue // /metrics, /readyz and the like
+		if l["resource"] == "" || l["verb"] == "WATCH" {
+			// /metrics, /readyz and the like; and watches, which are
+			// counted when they end, minutes after they started.
+			continue
 		}
 		key := l["verb"] + " " + l["resource"]
 		if l["subresource"] != "" {
