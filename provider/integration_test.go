@@ -3,9 +3,15 @@ package provider
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/registry"
 	"go.uber.org/zap/zaptest"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -732,3 +739,56 @@ func TestIntegrationStartsWithoutTheAPIServer(t *testing.T) {
 		e.waitNode(n, "Ready", func(n *corev1.Node) bool { return nodeCondition(n, corev1.NodeReady) == corev1.ConditionTrue })
 	}
 }
+
+// TestIntegrationPullSecrets: firmware in a registry that wants
+// credentials is fetched with the pod's imagePullSecrets; without them the
+// pod waits in ArtifactPullBackOff, saying why.
+func TestIntegrationPullSecrets(t *testing.T) {
+	reg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "ci" || p != "s3cret" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="firmware"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		registryHandler.ServeHTTP(w, r)
+	}))
+	defer reg.Close()
+	host := strings.TrimPrefix(reg.URL, "http://")
+	auth := map[string]any{"auths": map[string]any{host: map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte("ci:s3cret"))}}}
+	dockercfg, _ := json.Marshal(auth)
+
+	cp := controlplane.Start(t)
+	e := newEnv(t, cp, testVehicle(t, "car10", 2, 1, "1ms", ""))
+	e.startProvider(Config{Artifacts: artifact.Options{PlainHTTP: true}})
+	packed, err := artifact.Pack(context.Background(), testImage(t, "2.0.0", 2, testHW), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := host + "/firmware/ecu:2.0.0"
+	if _, err := packed.Push(context.Background(), ref, &artifact.Options{PlainHTTP: true, PullSecret: dockercfg}); err != nil {
+		t.Fatal(err)
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "registry", Namespace: "default"}, Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: dockercfg}}
+	if _, err := e.client.CoreV1().Secrets("default").Create(context.Background(), secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	with := firmwarePod("with-secret", "car10-ecu0", ref)
+	with.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "registry"}}
+	e.create(with)
+	e.create(firmwarePod("without-secret", "car10-ecu1", ref))
+	e.waitPod("with-secret", "Running", running)
+	p := e.waitPod("without-secret", "waiting in ArtifactPullBackOff", func(p *corev1.Pod) bool {
+		cs := p.Status.ContainerStatuses
+		return len(cs) == 1 && cs[0].State.Waiting != nil && cs[0].State.Waiting.Reason == "ArtifactPullBackOff"
+	})
+	if msg := p.Status.ContainerStatuses[0].State.Waiting.Message; !strings.Contains(msg, ref) {
+		t.Errorf("message %q does not name the reference", msg)
+	}
+	if got := e.runsVersion("ecu1"); got != "1.0.0" {
+		t.Errorf("the ECU without credentials runs %q", got)
+	}
+}
+
+var registryHandler = registry.New(registry.Logger(log.New(io.Discard, "", 0)))
