@@ -25,13 +25,19 @@ import (
 
 // imageFormat names the layout of the cached image; change it whenever the
 // way the image is built changes, so that stale caches are not used.
-const imageFormat = "vcanvm-image-1"
+const imageFormat = "vcanvm-image-2"
 
 // modules are the kernel modules the VM loads, in load order: vcan needs
 // can-dev, can-raw and can-isotp need can. They may be plain (.ko, as in
 // Debian 12) or xz-compressed (.ko.xz, later Debian kernels); the init
 // script unpacks the latter with busybox's unxz.
 var modules = []string{"can", "can-raw", "can-isotp", "can-dev", "vcan"}
+
+// netModules are the kernel modules of the virtio network card, in load
+// order. Debian builds them as modules; the init script loads them only for
+// a run with forwarded ports (Options.Forward), so that other runs boot as
+// fast as before.
+var netModules = []string{"virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci", "failover", "net_failover", "virtio_net"}
 
 // canUtils are the can-utils programs copied into the VM.
 var canUtils = []string{"candump", "cansend", "cangen", "isotpsend", "isotprecv", "isotpdump"}
@@ -64,18 +70,28 @@ fail() {
 	echo "vcanvm-exit $nonce 125"
 	poweroff -f
 }
-for m in ` + strings.Join(modules, " ") + `; do
-	f=$(echo /lib/modules/$m.ko*)
-	case $f in
-	*.xz) unxz -c $f >/tmp/$m.ko && f=/tmp/$m.ko ;; # newer Debian kernels compress modules
-	esac
-	insmod $f || fail "insmod $m"
-done
+load() {
+	for m in "$@"; do
+		f=$(echo /lib/modules/$m.ko*)
+		case $f in
+		*.xz) unxz -c $f >/tmp/$m.ko && f=/tmp/$m.ko ;; # newer Debian kernels compress modules
+		esac
+		insmod $f || fail "insmod $m"
+	done
+}
+load ` + strings.Join(modules, " ") + `
 ip link set lo up || fail "ip link set lo up"
 ip link add dev vcan0 type vcan || fail "ip link add vcan0"
 ip link set vcan0 mtu 16 up || fail "ip link set vcan0 mtu 16 up"
 ip link add dev vcan1 type vcan || fail "ip link add vcan1"
 ip link set vcan1 mtu 72 up || fail "ip link set vcan1 mtu 72 up"
+if [ -e /vcanvm/net ]; then
+	# qemu's user network: slirp's default guest address; the forwarded
+	# ports are at ` + HostAddr + `, on the same /24.
+	load ` + strings.Join(netModules, " ") + `
+	ip link set eth0 up || fail "ip link set eth0 up"
+	ip addr add ` + guestAddr + `/24 dev eth0 || fail "ip addr add ` + guestAddr + `/24 dev eth0"
+fi
 echo "vcanvm-ready $nonce $(cut -d' ' -f1 /proc/uptime)"
 cd /tmp
 HOME=/tmp TMPDIR=/tmp ` + envInside + `=1 sh /vcanvm/run
@@ -106,8 +122,9 @@ func cacheRoot() (string, error) {
 
 // image is a bootable kernel and the base initramfs that goes with it.
 type image struct {
-	kernel string // bzImage
-	initrd string // newc cpio: busybox, modules, can-utils, /init
+	kernel  string // bzImage
+	initrd  string // newc cpio: busybox, modules, can-utils, /init
+	busybox string // the same static busybox, for the host: its nc carries forwarded connections
 }
 
 // findDebs returns the package files of the image, by role. Where a role
@@ -149,7 +166,7 @@ func findDebs(dir string) (map[string]string, error) {
 // imageKey identifies an image by everything it is built from.
 func imageKey(pkgs map[string]string) (string, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s\n%q\n%q\n", imageFormat, initScript, modules, canUtils)
+	fmt.Fprintf(h, "%s\n%s\n%q\n%q\n%q\n", imageFormat, initScript, modules, netModules, canUtils)
 	roles := make([]string, 0, len(pkgs))
 	for r := range pkgs {
 		roles = append(roles, r)
@@ -183,7 +200,7 @@ func buildImage(t *testing.T, root string) (image, error) {
 		return image{}, err
 	}
 	dir := filepath.Join(root, "image-"+key)
-	img := image{kernel: filepath.Join(dir, "vmlinuz"), initrd: filepath.Join(dir, "base.cpio")}
+	img := image{kernel: filepath.Join(dir, "vmlinuz"), initrd: filepath.Join(dir, "base.cpio"), busybox: filepath.Join(dir, "busybox")}
 	if _, err := os.Stat(img.initrd); err == nil {
 		return img, nil
 	}
@@ -247,7 +264,7 @@ func writeImage(dir string, pkgs map[string]string) error {
 			return nil
 		}
 		mod, _, _ := strings.Cut(base, ".ko")
-		if !strings.Contains(base, ".ko") || !slices.Contains(modules, mod) {
+		if !strings.Contains(base, ".ko") || !slices.Contains(modules, mod) && !slices.Contains(netModules, mod) {
 			return nil
 		}
 		data, err := io.ReadAll(r)
@@ -264,9 +281,9 @@ func writeImage(dir string, pkgs map[string]string) error {
 	if !kernel {
 		return fmt.Errorf("vcanvm: %s holds no boot/vmlinuz-*", pkgs["kernel"])
 	}
-	for _, m := range modules {
+	for _, m := range slices.Concat(modules, netModules) {
 		if !loaded[m] {
-			return fmt.Errorf("vcanvm: %s holds no module %s; the image needs %s", pkgs["kernel"], m, strings.Join(modules, ", "))
+			return fmt.Errorf("vcanvm: %s holds no module %s; the image needs %s", pkgs["kernel"], m, strings.Join(slices.Concat(modules, netModules), ", "))
 		}
 	}
 
@@ -282,7 +299,7 @@ func writeImage(dir string, pkgs map[string]string) error {
 		}
 		busybox = true
 		cw.File("bin/busybox", 0o755, data)
-		return nil
+		return os.WriteFile(filepath.Join(dir, "busybox"), data, 0o755)
 	})
 	if err != nil {
 		return err

@@ -10,11 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +30,49 @@ const (
 	ClassicIface = "vcan0" // classic CAN, MTU 16
 	FDIface      = "vcan1" // CAN FD, MTU 72
 )
+
+// HostAddr is where a test inside the VM reaches the host's loopback ports
+// that Options.Forward names: a connection to HostAddr:port is one to
+// 127.0.0.1:port on the host.
+const HostAddr = "10.0.2.100"
+
+// guestAddr is the VM's address on qemu's user network (slirp's default).
+const guestAddr = "10.0.2.15"
+
+// FilesDir is the directory inside the VM that holds Options.Files.
+const FilesDir = "/vcanvm/files"
+
+// Options are what a VM run provides besides vcan0 and vcan1.
+type Options struct {
+	// Forward lists host loopback ports that the VM may connect to, at
+	// HostAddr:port. The VM gets a network card on qemu's user network
+	// with restrict=on: it reaches nothing but these ports, and nothing
+	// on the host reaches it. On the host each connection is made by a
+	// process of the harness to 127.0.0.1:port, so the host side need
+	// listen on loopback only.
+	Forward []int
+	// Files are put into the VM's initramfs, each at FilesDir/name. A
+	// name may have slashes (a directory tree, an OCI layout); it must
+	// be relative and must not climb out with "..".
+	Files map[string][]byte
+}
+
+// validate reports what is wrong with o.
+func (o Options) validate() error {
+	seen := map[int]bool{}
+	for _, p := range o.Forward {
+		if p < 1 || p > 65535 || seen[p] {
+			return fmt.Errorf("vcanvm: Options.Forward %v: want distinct ports from 1 to 65535", o.Forward)
+		}
+		seen[p] = true
+	}
+	for name := range o.Files {
+		if !filepath.IsLocal(name) || strings.ContainsAny(name, "\x00\n") {
+			return fmt.Errorf("vcanvm: Options.Files %q: want a relative path inside %s", name, FilesDir)
+		}
+	}
+	return nil
+}
 
 // DefaultTimeout bounds one VM run: building the test binary, booting and
 // the tests themselves. A test's own -timeout deadline shortens it.
@@ -95,8 +141,19 @@ func Files(t *testing.T) map[string][]byte {
 // a loaded machine.
 func Run(t *testing.T) bool {
 	t.Helper()
+	return RunWith(t, Options{})
+}
+
+// RunWith is Run with more than vcan: ports forwarded to the host and
+// files in the VM (see Options). Options matter only on the host; inside
+// the VM RunWith returns false at once, like Run.
+func RunWith(t *testing.T, opts Options) bool {
+	t.Helper()
 	if Inside() {
 		return false
+	}
+	if err := opts.validate(); err != nil {
+		t.Fatal(err)
 	}
 	if testing.Short() {
 		t.Skip("SKIP: vcan microVM tests do not run with -short: each boots a qemu VM")
@@ -110,7 +167,7 @@ func Run(t *testing.T) bool {
 	defer cancel()
 
 	start := time.Now()
-	vm, err := prepare(ctx, t)
+	vm, err := prepare(ctx, t, opts)
 	if err != nil {
 		var m *errMissing
 		if errors.As(err, &m) {
@@ -147,10 +204,11 @@ type machine struct {
 	initrd string // base image plus this run's payload
 	nonce  string
 	test   string // the test's name
+	opts   Options
 }
 
 // prepare finds qemu and the image and builds this run's initramfs.
-func prepare(ctx context.Context, t *testing.T) (*machine, error) {
+func prepare(ctx context.Context, t *testing.T, opts Options) (*machine, error) {
 	t.Helper()
 	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
 		return nil, missingf("the harness runs on linux/amd64 hosts only, not %s/%s", runtime.GOOS, runtime.GOARCH)
@@ -170,7 +228,7 @@ func prepare(ctx context.Context, t *testing.T) (*machine, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &machine{qemu: qemu, img: img, nonce: newNonce(), test: t.Name()}
+	m := &machine{qemu: qemu, img: img, nonce: newNonce(), test: t.Name(), opts: opts}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "test.bin")
 	if err := buildTestBinary(ctx, bin); err != nil {
@@ -228,6 +286,12 @@ func (m *machine) writeInitrd(bin string, inside time.Duration) error {
 	}
 	cw := newCPIOWriter(out)
 	cw.File("vcanvm/nonce", 0o644, []byte(m.nonce+"\n"))
+	if len(m.opts.Forward) > 0 {
+		cw.File("vcanvm/net", 0o644, nil) // tells the init script to bring eth0 up
+	}
+	for _, name := range slices.Sorted(maps.Keys(m.opts.Files)) {
+		cw.File(path.Join(FilesDir, filepath.ToSlash(name)), 0o644, m.opts.Files[name])
+	}
 	cw.File("vcanvm/test", 0o755, exe)
 	run := fmt.Sprintf("exec /vcanvm/test -test.run %s -test.v -test.count 1 -test.timeout %s\n",
 		shellQuote(testPattern(m.test)), inside.Round(time.Second))
@@ -241,7 +305,7 @@ func (m *machine) writeInitrd(bin string, inside time.Duration) error {
 // qemuArgs is the command line of one VM run. TCG, not KVM: with KVM the
 // Debian kernel hung or crashed on the machines this was measured on.
 func (m *machine) qemuArgs() []string {
-	return []string{
+	args := []string{
 		"-machine", "accel=tcg",
 		"-cpu", "max",
 		"-smp", "2",
@@ -256,6 +320,20 @@ func (m *machine) qemuArgs() []string {
 		// turns into qemu's exit: no hung VM waits for the timeout.
 		"-append", "console=ttyS0 quiet panic=-1 oops=panic mitigations=off",
 	}
+	if len(m.opts.Forward) == 0 {
+		return args
+	}
+	// restrict=on isolates the guest: it reaches no address but the
+	// guestfwd ones. A guestfwd to a chardev would carry a single
+	// connection, made when qemu starts; cmd: runs a command per guest
+	// connection with the connection as its stdin and stdout, here the
+	// image's static busybox nc to the host's loopback port.
+	netdev := "user,id=n0,restrict=on,ipv6=off"
+	for _, p := range m.opts.Forward {
+		cmd := fmt.Sprintf("%s nc 127.0.0.1 %d", m.img.busybox, p)
+		netdev += fmt.Sprintf(",guestfwd=tcp:%s:%d-cmd:%s", HostAddr, p, strings.ReplaceAll(cmd, ",", ",,"))
+	}
+	return append(args, "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0")
 }
 
 // result is what a VM run reported.

@@ -3,12 +3,18 @@ package vcanvm
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -203,5 +209,67 @@ func TestShellQuoteSurvivesSh(t *testing.T) {
 		if err != nil || string(out) != s {
 			t.Errorf("sh printed %q (%v), want %q", out, err, s)
 		}
+	}
+}
+
+// TestVcanForwardReachesHostLoopbackOnly boots a VM with a host loopback
+// port forwarded and a file tree inside: concurrent connections from the
+// VM reach the host's listener, each its own connection, and the host's
+// other address on the user network (10.0.2.2) stays unreachable.
+func TestVcanForwardReachesHostLoopbackOnly(t *testing.T) {
+	if !Inside() {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var conns atomic.Int32
+		srv := &http.Server{
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "host says %s", r.URL.Path) }),
+			ConnState: func(_ net.Conn, s http.ConnState) {
+				if s == http.StateNew {
+					conns.Add(1)
+				}
+			},
+		}
+		go srv.Serve(ln)
+		defer srv.Close()
+		port := ln.Addr().(*net.TCPAddr).Port
+		if !RunWith(t, Options{Forward: []int{port}, Files: map[string][]byte{"port": []byte(strconv.Itoa(port)), "deep/dir/f": []byte("tree")}}) {
+			t.Fatal("RunWith returned false on the host")
+		}
+		if n := conns.Load(); n < 3 {
+			t.Errorf("the host's listener saw %d connections, want at least 3", n)
+		}
+		return
+	}
+	b, err := os.ReadFile(filepath.Join(FilesDir, "port"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tree, err := os.ReadFile(filepath.Join(FilesDir, "deep/dir/f")); err != nil || string(tree) != "tree" {
+		t.Errorf("deep/dir/f: %q, %v", tree, err)
+	}
+	port := string(b)
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Go(func() {
+			resp, err := client.Get(fmt.Sprintf("http://%s/%d", net.JoinHostPort(HostAddr, port), i))
+			if err != nil {
+				t.Errorf("GET %d: %v", i, err)
+				return
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if want := fmt.Sprintf("host says /%d", i); string(body) != want {
+				t.Errorf("GET %d: %q, want %q", i, body, want)
+			}
+		})
+	}
+	wg.Wait()
+	// The bound only ends the dial; restrict=on drops the packets.
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort("10.0.2.2", port), 2*time.Second); err == nil {
+		c.Close()
+		t.Errorf("the VM reached the host at 10.0.2.2:%s; restrict=on should keep it to the forwarded ports", port)
 	}
 }
