@@ -98,6 +98,15 @@ type env struct {
 
 func newEnv(t testing.TB, cp *controlplane.ControlPlane, v *vehicle.Vehicle) *env {
 	t.Helper()
+	e := newEnvWith(t, cp.Client(), v)
+	e.cp = cp
+	return e
+}
+
+// newEnvWith is newEnv against an API server that client reaches, when
+// the test did not start it (the vcan scenario's VM); the env has no cp.
+func newEnvWith(t testing.TB, client kubernetes.Interface, v *vehicle.Vehicle) *env {
+	t.Helper()
 	sv, err := sim.NewVehicle(v, zaptest.NewLogger(t).Named("sim"))
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +117,7 @@ func newEnv(t testing.TB, cp *controlplane.ControlPlane, v *vehicle.Vehicle) *en
 		defer close(simDone)
 		sv.Run(ctx)
 	}()
-	e := &env{t: t, cp: cp, client: cp.Client(), v: v, sim: sv, buses: map[string]canbus.Bus{}, state: t.TempDir(), layout: t.TempDir()}
+	e := &env{t: t, client: client, v: v, sim: sv, buses: map[string]canbus.Bus{}, state: t.TempDir(), layout: t.TempDir()}
 	for _, b := range v.Buses {
 		bus, err := canbus.Open(b.URL, b.Config())
 		if err != nil {
@@ -341,6 +350,21 @@ func TestIntegrationNodesAndFlash(t *testing.T) {
 	}
 	if !sawPending {
 		t.Log("the pod was never seen Pending (the flash was faster than the polls)")
+	}
+	// Every phase is an event; the transfer's progress too, throttled.
+	evs, err := e.client.CoreV1().Events("default").List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=fw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	for _, ev := range evs.Items {
+		seen = append(seen, ev.Reason+": "+ev.Message)
+	}
+	all := strings.Join(seen, "\n")
+	for _, want := range []string{"Accepted: ", "FlashPlan: plan", "FlashUnlock: unlock", "FlashErase: erase", "FlashTransfer: transfer", "FlashProgress: transfer 100%", "FlashVerify: verify", "FlashActivate: activate", "FlashConfirm: confirm", "Flashed: ECU ecu1 runs firmware 2.0.0"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("no event %q among:\n%s", want, all)
+		}
 	}
 	e.waitNode("car1-ecu1", "showing 2.0.0", func(n *corev1.Node) bool { return n.Labels[LabelFirmwareVersion] == "2.0.0" })
 

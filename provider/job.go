@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -324,7 +325,13 @@ func (j *podJob) progress(ev flash.Event) {
 	}
 	if newPhase || milestone || ev.Note != "" {
 		j.log.Note("%s", msg)
-		j.s.event(j.hp.pod, corev1.EventTypeNormal, "Flashing", msg)
+		// A reason per phase: the event recorder folds an object's
+		// events of one reason together after ten of them.
+		reason := "Flash" + strings.ToUpper(string(ev.Phase[:1])) + string(ev.Phase[1:])
+		if !newPhase && ev.Note == "" {
+			reason = "FlashProgress"
+		}
+		j.s.event(j.hp.pod, corev1.EventTypeNormal, reason, msg)
 	}
 	if show {
 		j.s.setStatus(j.hp, func(st *corev1.PodStatus) { j.pending(st, "Flashing", msg) })
