@@ -9,10 +9,22 @@
 // 72) up, and passes or fails by what the VM reports. Inside the VM, Run
 // returns false and the test body runs.
 //
+// A test that needs more calls RunWith with Options: Files are put into
+// the initramfs under FilesDir (a kubeconfig, an OCI layout), and Forward
+// lets the VM connect to host loopback ports at HostAddr:port. For the
+// latter the VM gets a virtio network card on qemu's user network with
+// restrict=on, so that it reaches nothing else and nothing reaches it; qemu
+// carries each guest connection to the host port through the image's
+// static busybox nc, whose connection is to 127.0.0.1. A server whose
+// certificate names 127.0.0.1 is verified under that name
+// (tls.Config.ServerName, a kubeconfig's tls-server-name). The network
+// modules load only in such runs; they add about a second under TCG.
+//
 // The image is made from three Debian packages that .ci/install-vcanvm.sh
 // downloads into $XDG_CACHE_HOME/ecu-kubelet/vcanvm/debs (default
 // ~/.cache): linux-image-*-amd64 (kernel and the modules can, can-raw,
-// can-isotp, can-dev, vcan), busybox-static (init, insmod, ip, poweroff) and
+// can-isotp, can-dev, vcan and virtio-net's), busybox-static (init, insmod,
+// ip, poweroff, and nc on the host side of forwarded ports) and
 // can-utils (candump, cansend, isotpsend, isotprecv, with the host's shared
 // libraries they need). The packages are unpacked, never installed. The
 // image is cached beside them, keyed by the packages and the init script,

@@ -228,6 +228,10 @@ func prepare(ctx context.Context, t *testing.T, opts Options) (*machine, error) 
 	if err != nil {
 		return nil, err
 	}
+	if len(opts.Forward) > 0 && strings.ContainsAny(img.busybox, " \t\n'\"\\") {
+		// qemu splits a guestfwd's cmd: into words by shell rules.
+		return nil, fmt.Errorf("the cache path %s has blanks or quotes, which forwarded ports cannot pass to qemu; set XDG_CACHE_HOME to a plain path", img.busybox)
+	}
 	m := &machine{qemu: qemu, img: img, nonce: newNonce(), test: t.Name(), opts: opts}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "test.bin")
@@ -333,7 +337,9 @@ func (m *machine) qemuArgs() []string {
 		cmd := fmt.Sprintf("%s nc 127.0.0.1 %d", m.img.busybox, p)
 		netdev += fmt.Sprintf(",guestfwd=tcp:%s:%d-cmd:%s", HostAddr, p, strings.ReplaceAll(cmd, ",", ",,"))
 	}
-	return append(args, "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0")
+	// romfile= leaves out the card's iPXE boot ROM: the kernel is booted
+	// directly, and ipxe-qemu need not be installed.
+	return append(args, "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0,romfile=")
 }
 
 // result is what a VM run reported.

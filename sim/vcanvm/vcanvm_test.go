@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -271,5 +272,46 @@ func TestVcanForwardReachesHostLoopbackOnly(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", net.JoinHostPort("10.0.2.2", port), 2*time.Second); err == nil {
 		c.Close()
 		t.Errorf("the VM reached the host at 10.0.2.2:%s; restrict=on should keep it to the forwarded ports", port)
+	}
+}
+
+func TestOptionsValidateRejectsBadPortsAndPaths(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts Options
+		ok   bool
+	}{
+		{"none", Options{}, true},
+		{"ports and a tree", Options{Forward: []int{6443, 1}, Files: map[string][]byte{"layout/blobs/sha256/ab": nil, "kubeconfig": nil}}, true},
+		{"port 0", Options{Forward: []int{0}}, false},
+		{"port too high", Options{Forward: []int{65536}}, false},
+		{"port twice", Options{Forward: []int{6443, 6443}}, false},
+		{"absolute file", Options{Files: map[string][]byte{"/etc/passwd": nil}}, false},
+		{"climbing file", Options{Files: map[string][]byte{"../init": nil}}, false},
+		{"empty name", Options{Files: map[string][]byte{"": nil}}, false},
+		{"newline in name", Options{Files: map[string][]byte{"a\nb": nil}}, false},
+	} {
+		if err := tc.opts.validate(); (err == nil) != tc.ok {
+			t.Errorf("%s: validate() = %v, want ok %v", tc.name, err, tc.ok)
+		}
+	}
+}
+
+func TestQemuArgsNetworkOnlyWithForwards(t *testing.T) {
+	m := &machine{img: image{kernel: "/k", initrd: "/i", busybox: "/cache/image,x/busybox"}, initrd: "/r"}
+	if args := strings.Join(m.qemuArgs(), " "); strings.Contains(args, "-netdev") {
+		t.Errorf("no forwards, yet a network: %s", args)
+	}
+	m.opts.Forward = []int{6443, 8080}
+	args := m.qemuArgs()
+	i := slices.Index(args, "-netdev")
+	if i < 0 {
+		t.Fatalf("no -netdev in %q", args)
+	}
+	want := "user,id=n0,restrict=on,ipv6=off" +
+		",guestfwd=tcp:10.0.2.100:6443-cmd:/cache/image,,x/busybox nc 127.0.0.1 6443" +
+		",guestfwd=tcp:10.0.2.100:8080-cmd:/cache/image,,x/busybox nc 127.0.0.1 8080"
+	if args[i+1] != want {
+		t.Errorf("-netdev %s\nwant    %s", args[i+1], want)
 	}
 }
