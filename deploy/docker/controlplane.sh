@@ -2,20 +2,21 @@
 # controlplane.sh: runs the local control plane (etcd, kube-apiserver,
 # kube-controller-manager on loopback ports of the shared network namespace;
 # provider/internal/controlplane/cmd/controlplane) with its files in
-# /shared/controlplane, until stopped.
+# $SHARED/controlplane (SHARED: default /shared, the volume), until stopped.
 #
 # The control plane writes its kubeconfig and CA readable by its owner only.
 # Once the API server is ready this copies the two files the provider needs
 # (the kubeconfig, and the CA that signs the API server's kubelet client
-# certificate) into /shared/provider, owned by PROVIDER_UID (the user the
-# ecu-kubelet image runs as), and writes /shared/controlplane/ready, which
+# certificate) into $SHARED/provider, owned by PROVIDER_UID (the user the
+# ecu-kubelet image runs as), and writes $SHARED/controlplane/ready, which
 # the healthcheck looks for.
 set -euo pipefail
 
-dir=/shared/controlplane
+shared=${SHARED:-/shared}
+dir=$shared/controlplane
 uid=${PROVIDER_UID:?set PROVIDER_UID to the uid the provider runs as}
-rm -rf "$dir" /shared/provider
-mkdir -p "$dir" /shared/provider
+rm -rf "$dir" "$shared/provider"
+mkdir -p "$dir" "$shared/provider"
 
 controlplane run -dir "$dir" >"$dir/run.log" 2>&1 &
 pid=$!
@@ -31,9 +32,9 @@ until grep -q '^export KUBECONFIG=' "$dir/run.log"; do
   fi
   sleep 0.5
 done
-install -o "$uid" -m 0600 "$dir/kubeconfig" /shared/provider/kubeconfig
-install -o "$uid" -m 0644 "$dir/pki/ca.crt" /shared/provider/ca.crt
-chown "$uid" /shared/provider
+install -o "$uid" -m 0600 "$dir/kubeconfig" "$shared/provider/kubeconfig"
+install -o "$uid" -m 0644 "$dir/pki/ca.crt" "$shared/provider/ca.crt"
+chown "$uid" "$shared/provider"
 touch "$dir/ready"
 echo "controlplane: ready; kubeconfig $dir/kubeconfig"
 

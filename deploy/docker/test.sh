@@ -14,15 +14,16 @@
 #
 # Environment: KUBECONFIG (the control plane's kubeconfig), SIM_STATUS (the
 # simulator's status address, if the test can reach it), TIMEOUT (seconds
-# for each wait, default 180).
+# for each wait, default 180), SHARED (the volume shared with the provider,
+# default /shared), POD_FILE (default: the example in /src).
 set -euo pipefail
 
 vehicle=${1:?usage: test.sh VEHICLE.yaml}
 : "${KUBECONFIG:?KUBECONFIG must name the kubeconfig of the control plane}"
 timeout=${TIMEOUT:-180}
 pod=brake-fw
-pod_file=/src/deploy/examples/brake-firmware-pod.yaml
-fw=/shared/firmware
+pod_file=${POD_FILE:-/src/deploy/examples/brake-firmware-pod.yaml}
+fw=${SHARED:-/shared}/firmware
 image=oci-layout:$fw/cache:brake-1.3.0
 
 say() { printf '\n==> %s\n' "$*"; }
