@@ -298,7 +298,8 @@ func (e *Engine) flash(ctx context.Context, j Job, rollback bool) Result {
 	if err := jb.redial(); err != nil {
 		return fail(fmt.Errorf("flash: %s: %w", name, err))
 	}
-	defer jb.hangUp()
+	// The last connection, whichever redial made it.
+	defer func() { jb.hangUp() }()
 	jb.journal, err = openJournal(e.StateDir, name)
 	if err != nil {
 		return fail(err)

@@ -450,3 +450,31 @@ func TestFault(t *testing.T) {
 func imageDigest(b []byte) [32]byte { return image.Digest(b) }
 
 func asRollback(err error, rb **RollbackError) bool { return errors.As(err, rb) }
+
+// TestFlashLeavesNoConnection: a job hangs up every connection it made,
+// also the ones its redials made after resets. A connection left behind
+// would answer the ECU's next long responses with flow control of its own.
+func TestFlashLeavesNoConnection(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, testVehicle(t, 1, 1, ""))
+		expect(t, r.flash(0, firmware(t, nextImage(t, baseImage(t), "2.0.0", 2))), Done)
+		tester, ecu := r.v.ECUs[0].Addresses()
+		bus := r.eng.Buses["bus0"]
+		fc := bus.Subscribe(canbus.ExactFilter(tester.TxID, false))
+		defer fc.Close()
+		synctest.Wait()
+		// A first frame on the ECU's response identifier, as the start of
+		// a long response: only a live tester connection answers it.
+		ff := canbus.Frame{ID: ecu.TxID, Len: 8, Data: [64]byte{0x10, 0x20, 0x62, 0xF1, 0x89}}
+		if err := bus.Send(context.Background(), ff); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		select {
+		case f := <-fc.Frames():
+			t.Fatalf("a connection of the finished job is still open: it sent %v", f)
+		default:
+		}
+	})
+}
