@@ -114,7 +114,8 @@ func (e *env) waitSimRunning() {
 //     all 70 nodes Ready (target < 5 s); registered-seconds and
 //     leases-seconds are when all 70 nodes and all 70 leases existed, and
 //     startup-api-requests how many requests the API server completed
-//     from the start until all were Ready, to see where the time goes;
+//     from the start until all were Ready (requestCounts), to see where
+//     the time goes;
 //   - rss-MiB: the provider's VmRSS after the steady-state window (target
 //     < 64 MiB), rss-anon-MiB and rss-file-MiB its parts (heap and stacks;
 //     the executable's pages), and peak-rss-MiB its VmHWM;
@@ -186,8 +187,7 @@ func BenchmarkProviderStartup70(b *testing.B) {
 			st.leased.Round(time.Millisecond), st.ready.Round(time.Millisecond))
 		b.Logf("API requests completed until then: %d (%s)", startup.total(), startup)
 
-		// Steady state: the watches above have ended (so they do not land
-		// in the window), and the startup burst is over.
+		// Steady state: the startup burst is over.
 		time.Sleep(time.Second)
 		m0, cpu0 := apiRequests(b, e.client), proc.cpuTime()
 		time.Sleep(steady)
@@ -201,7 +201,7 @@ func BenchmarkProviderStartup70(b *testing.B) {
 		proc.stop()
 
 		// The API server's own requests (its identity lease, ...), with
-		// nothing else running; the provider's watches ended with it.
+		// nothing else running.
 		time.Sleep(2 * time.Second)
 		q0 := apiRequests(b, e.client)
 		time.Sleep(quiet)
@@ -515,8 +515,10 @@ func (c requestCounts) String() string {
 // BenchmarkFlashEightOnFourBuses flashes eight ECUs at once, two on each
 // of benchBuses, through eight firmware pods created together, with an
 // in-process provider against a real API server. Each ECU gets a full
-// image of 128 KiB (no delta), 32 sectors to erase at 5 ms and 128 KiB to
-// write at 1 ms/KiB, and reboots in 200 ms to confirm it.
+// image of 128 KiB (no delta) in a 256 KiB slot: 64 sectors to erase at
+// 5 ms and 128 KiB to write at 1 ms/KiB; it reboots in 200 ms to confirm
+// it. The flash engine flashes one ECU per bus at a time (PerBus), so
+// each bus carries two flashes in a row.
 //
 // It reports total-seconds, from creating the pods until the API server
 // shows all eight Running and Ready, and slowest-bus-limit-seconds: the
