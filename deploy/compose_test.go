@@ -207,6 +207,13 @@ func TestComposeFilesAreValid(t *testing.T) {
 				if s.Entrypoint != nil || s.User != "" {
 					t.Errorf("%s: entrypoint %v, user %q; the services run as their image says", name, s.Entrypoint, s.User)
 				}
+				// Nothing of the host but the vehicle file: no /dev, no
+				// Docker socket.
+				for _, m := range s.Volumes {
+					if m.Source != composeSharedVolume && m.Source != vehicleAbs {
+						t.Errorf("%s: mounts %s at %s; the services get the %s volume and %s only", name, m.Source, m.Target, composeSharedVolume, vehicleAbs)
+					}
+				}
 				// Healthchecks exist where a dependency waits for them.
 				for dep, d := range s.DependsOn {
 					if d.Condition == "service_healthy" && c.Services[dep].Healthcheck == nil {
