@@ -18,7 +18,7 @@
 // static busybox nc, whose connection is to 127.0.0.1. A server whose
 // certificate names 127.0.0.1 is verified under that name
 // (tls.Config.ServerName, a kubeconfig's tls-server-name). The network
-// modules load only in such runs; they add about a second under TCG.
+// modules load only in such runs.
 //
 // The image is made from three Debian packages that .ci/install-vcanvm.sh
 // downloads into $XDG_CACHE_HOME/ecu-kubelet/vcanvm/debs (default
