@@ -6,7 +6,7 @@ PKGS    := ./...
 RACE_PKGS := ./uds/... ./sim/... ./flash/... ./provider/...
 STATICCHECK ?= $(shell command -v staticcheck || echo $(shell $(GO) env GOPATH)/bin/staticcheck)
 
-.PHONY: build test unit vcan race lint bench fuzz clean controlplane demo
+.PHONY: build test unit vcan race lint bench fuzz clean controlplane demo image
 
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/ecu-kubelet
@@ -69,6 +69,22 @@ fuzz:
 # Ctrl-C. deploy/demo/demo.sh says what it does; README.md what to try.
 demo: build
 	@bash deploy/demo/demo.sh
+
+# image builds the container image IMAGE offline, with buildah if it is
+# installed, else docker: the prebuilt target of deploy/Dockerfile, from a
+# static binary built here and the host's CA bundle (Debian's
+# ca-certificates). `docker build -f deploy/Dockerfile .` builds the same
+# image from source instead. deploy/README.md has the details.
+IMAGE     ?= localhost/ecu-kubelet:dev
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+image:
+	@mkdir -p bin/image
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/image/ecu-kubelet ./cmd/ecu-kubelet
+	@test -r $(CA_BUNDLE) || { echo "no CA bundle at $(CA_BUNDLE): apt-get install ca-certificates, or set CA_BUNDLE"; exit 1; }
+	cp $(CA_BUNDLE) bin/image/ca-certificates.crt
+	@if command -v buildah >/dev/null; then set -x; buildah bud --target prebuilt -f deploy/Dockerfile -t $(IMAGE) .; \
+	  elif command -v docker >/dev/null; then set -x; docker build --target prebuilt -f deploy/Dockerfile -t $(IMAGE) .; \
+	  else echo "neither buildah nor docker is installed: apt-get install buildah"; exit 1; fi
 
 clean:
 	rm -rf bin
