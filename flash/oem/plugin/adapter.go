@@ -26,28 +26,45 @@ type adapter struct {
 	prof *oem.Profile // the validated profile, once asked for
 }
 
-var errHung = errors.New("hung")
+// errHung marks the error of a call that had not answered by its
+// deadline.
+var errHung = errors.New("no answer by the call's deadline")
 
 // call runs f against the plugin with the host's call timeout. The
 // timeout runs on even when ctx ends first: the caller gets ctx's error
 // at once, and a plugin that then still does not answer is stopped all
 // the same.
+//
+// The deadline is timed twice: by the host's context and, since gRPC
+// sends it along, by the plugin's server, which resets the stream
+// (RST_STREAM CANCEL) when it passes. On a loaded machine the plugin's
+// reset can reach f before the host's own timer has run, so whether a
+// call hung is decided from the clock when f returns, never from which
+// of the two timers happened to fire first.
 func (a *adapter) call(ctx context.Context, name string, f func(context.Context) error) error {
 	if pe := a.p.failure(); pe != nil {
 		return pe
 	}
 	timeout := orDefault(a.h.CallTimeout, DefaultCallTimeout)
-	cctx, cancel := context.WithTimeoutCause(context.WithoutCancel(ctx), timeout, errHung)
+	deadline := time.Now().Add(timeout)
+	cctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 	done := make(chan error, 1)
-	go func() { done <- f(cctx) }()
+	go func() {
+		err := f(cctx)
+		if err != nil && !time.Now().Before(deadline) {
+			// Whatever the stream says happened to it, it happened
+			// after the plugin had its time.
+			err = fmt.Errorf("%w: %w", errHung, err)
+		}
+		done <- err
+	}()
 	select {
 	case err := <-done:
 		cancel()
-		return a.outcome(cctx, name, timeout, err)
+		return a.outcome(name, timeout, err)
 	case <-ctx.Done():
 		go func() {
-			err := <-done
-			a.outcome(cctx, name, timeout, err)
+			a.outcome(name, timeout, <-done)
 			cancel()
 		}()
 		return fmt.Errorf("oem plugin %s: %s: %w", a.p.name, name, ctx.Err())
@@ -56,14 +73,14 @@ func (a *adapter) call(ctx context.Context, name string, f func(context.Context)
 
 // outcome classifies a call's error: nil, the adapter's own error, a hang
 // or a crash; a hung or crashed process is stopped.
-func (a *adapter) outcome(cctx context.Context, name string, timeout time.Duration, err error) error {
+func (a *adapter) outcome(name string, timeout time.Duration, err error) error {
 	if err == nil {
 		return nil
 	}
 	pe := &oem.PluginError{Plugin: a.p.name, Path: a.p.path, Call: name}
 	st, isStatus := status.FromError(err)
 	switch {
-	case errors.Is(context.Cause(cctx), errHung):
+	case errors.Is(err, errHung):
 		pe.Failure, pe.Err = oem.PluginHung, fmt.Errorf("the call timeout of %v passed", timeout)
 	case isStatus && (st.Code() == codes.Unknown || st.Code() == codes.InvalidArgument):
 		// The adapter's own error, passed on by the SDK: the process is
