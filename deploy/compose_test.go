@@ -393,6 +393,68 @@ func TestComposeScriptsParse(t *testing.T) {
 	}
 }
 
+// TestComposeScenarioWithoutDocker runs the socketcand setup's scripts and
+// commands as processes (deploy/docker/rehearse.sh) in a network namespace
+// of their own: the only run of controlplane.sh and test.sh that CI, with no
+// Docker daemon, can do. It needs root for the namespace (unshare --net),
+// and runs the provider as the image's user.
+func TestComposeScenarioWithoutDocker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a control plane, a simulator and a provider; not with -short")
+	}
+	if os.Geteuid() != 0 {
+		msg := "needs root: the scenario runs in a network namespace of its own (unshare --net), where its fixed ports are free"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The programs the tools image holds, built the same way.
+	bin := t.TempDir()
+	for pkg, name := range map[string]string{"./cmd/ecu-kubelet": "ecu-kubelet", "./provider/internal/controlplane/cmd/controlplane": "controlplane"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(bin, name), pkg)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+		}
+	}
+	cmd := exec.Command(filepath.Join(bin, "controlplane"), "build")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("controlplane build (make controlplane builds the programs ahead): %v", err)
+	}
+	for line := range strings.Lines(string(out)) {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "kubectl" {
+			if err := os.Symlink(f[1], filepath.Join(bin, "kubectl")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The provider runs as another user: it must reach its files.
+	work := filepath.Join(t.TempDir(), "work")
+	if err := os.Mkdir(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{filepath.Dir(filepath.Dir(work)), filepath.Dir(work)} {
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd = exec.Command("unshare", "--net", "bash", "deploy/docker/rehearse.sh", work)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	out, err = cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("unshare --net bash deploy/docker/rehearse.sh: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+}
+
 // imageUser returns the numeric user of deploy/Dockerfile's final stages.
 func imageUser(t *testing.T) string {
 	t.Helper()
