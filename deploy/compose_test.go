@@ -165,6 +165,7 @@ func TestComposeFilesAreValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	providerUID := imageUser(t)
+	checkDockerfiles(t)
 	for _, setup := range composeSetups {
 		t.Run(setup.name, func(t *testing.T) {
 			c := loadComposeConfig(t, program, setup.file)
@@ -470,6 +471,32 @@ func imageUser(t *testing.T) string {
 		t.Fatalf("deploy/Dockerfile: USER lines name users %v; want one numeric user in every final stage", users)
 	}
 	return users[0]
+}
+
+// checkDockerfiles checks what the compose files take from the two
+// Dockerfiles: deploy/Dockerfile has the release stage the simulator and
+// the provider run, and the tools image is built with the same Go.
+func checkDockerfiles(t *testing.T) {
+	t.Helper()
+	goVersion := regexp.MustCompile(`(?m)^ARG GO_VERSION=(\S+)$`)
+	var versions []string
+	for _, file := range []string{"Dockerfile", "docker/tools.Dockerfile"} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := goVersion.FindSubmatch(data)
+		if m == nil {
+			t.Fatalf("%s: no ARG GO_VERSION=...", file)
+		}
+		versions = append(versions, string(m[1]))
+		if file == "Dockerfile" && !regexp.MustCompile(`(?mi)^FROM\s+\S+\s+AS\s+release\s*$`).Match(data) {
+			t.Errorf("deploy/Dockerfile has no stage named release, which the compose files build")
+		}
+	}
+	if versions[0] != versions[1] {
+		t.Errorf("GO_VERSION %s in deploy/Dockerfile, %s in docker/tools.Dockerfile; keep them one", versions[0], versions[1])
+	}
 }
 
 // checkExecutable fails unless path is an executable file.
