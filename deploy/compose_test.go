@@ -166,6 +166,7 @@ func TestComposeFilesAreValid(t *testing.T) {
 	}
 	providerUID := imageUser(t)
 	checkDockerfiles(t)
+	ecuKubelet := goBuild(t, t.TempDir(), "./cmd/ecu-kubelet")
 	for _, setup := range composeSetups {
 		t.Run(setup.name, func(t *testing.T) {
 			c := loadComposeConfig(t, program, setup.file)
@@ -213,6 +214,20 @@ func TestComposeFilesAreValid(t *testing.T) {
 				for _, m := range s.Volumes {
 					if m.Source != composeSharedVolume && m.Source != vehicleAbs {
 						t.Errorf("%s: mounts %s at %s; the services get the %s volume and %s only", name, m.Source, m.Target, composeSharedVolume, vehicleAbs)
+					}
+				}
+				// ecu-kubelet takes the arguments the image runs it with
+				// (with --help it parses them, then only prints its usage).
+				var args [][]string
+				if s.Build != nil && s.Build.Dockerfile == "deploy/Dockerfile" {
+					args = append(args, s.Command)
+				}
+				if hc := healthcheckArgs(s); len(hc) > 0 && hc[0] == "/usr/local/bin/ecu-kubelet" {
+					args = append(args, hc[1:])
+				}
+				for _, a := range args {
+					if out, err := exec.Command(ecuKubelet, append(slices.Clone(a), "--help")...).CombinedOutput(); err != nil {
+						t.Errorf("%s: ecu-kubelet %s: %v\n%s", name, strings.Join(a, " "), err, out)
 					}
 				}
 				// Healthchecks exist where a dependency waits for them.
@@ -416,13 +431,8 @@ func TestComposeScenarioWithoutDocker(t *testing.T) {
 	}
 	// The programs the tools image holds, built the same way.
 	bin := t.TempDir()
-	for pkg, name := range map[string]string{"./cmd/ecu-kubelet": "ecu-kubelet", "./provider/internal/controlplane/cmd/controlplane": "controlplane"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(bin, name), pkg)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
-		}
-	}
+	goBuild(t, bin, "./cmd/ecu-kubelet")
+	goBuild(t, bin, "./provider/internal/controlplane/cmd/controlplane")
 	cmd := exec.Command(filepath.Join(bin, "controlplane"), "build")
 	cmd.Dir = root
 	out, err := cmd.Output()
@@ -497,6 +507,19 @@ func checkDockerfiles(t *testing.T) {
 	if versions[0] != versions[1] {
 		t.Errorf("GO_VERSION %s in deploy/Dockerfile, %s in docker/tools.Dockerfile; keep them one", versions[0], versions[1])
 	}
+}
+
+// goBuild builds the main package pkg of the repository into dir and
+// returns the program's path.
+func goBuild(t *testing.T, dir, pkg string) string {
+	t.Helper()
+	out := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = ".."
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return out
 }
 
 // checkExecutable fails unless path is an executable file.
