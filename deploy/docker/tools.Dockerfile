@@ -9,6 +9,9 @@
 # image of deploy/Dockerfile, the image users deploy.
 ARG GO_VERSION=1.26
 FROM docker.io/library/golang:${GO_VERSION}-bookworm
+# The golang images set GOTOOLCHAIN=local; go.mod may want a newer patch
+# release than the tag holds, which auto fetches from the module proxy.
+ENV GOTOOLCHAIN=auto
 RUN apt-get update \
  && apt-get install -y --no-install-recommends iproute2 \
  && rm -rf /var/lib/apt/lists/*
