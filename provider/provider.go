@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/virtual-kubelet/virtual-kubelet/node"
-	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -174,7 +174,10 @@ func (p *Provider) Run(ctx context.Context) error {
 		n.pods.recorder = recorder
 		// One informer per node, filtered on spec.nodeName by the API
 		// server: a node sees its own pods and nothing else.
-		podInformers := informers.NewSharedInformerFactoryWithOptions(p.cfg.Client, 10*time.Minute, nodeutil.PodInformerFilter(n.name))
+		podInformers := informers.NewSharedInformerFactoryWithOptions(p.cfg.Client, 10*time.Minute,
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+				o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", n.name).String()
+			}))
 		pc, err := node.NewPodController(node.PodControllerConfig{
 			PodClient:         p.cfg.Client.CoreV1(),
 			PodInformer:       podInformers.Core().V1().Pods(),

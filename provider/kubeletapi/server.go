@@ -13,8 +13,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
-	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apiserver/pkg/authentication/authenticatorfactory"
+	"k8s.io/apiserver/pkg/authorization/authorizerfactory"
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 )
 
@@ -104,17 +106,30 @@ func New(cfg Config) (*Server, error) {
 		s.tls.ClientCAs = x509.NewCertPool()
 		s.tls.ClientCAs.AppendCertsFromPEM(s.clientCA.CurrentCABundleContent())
 		s.tls.ClientAuth = tls.RequestClientCert
-		// virtual-kubelet's webhook authenticator and authorizer, with
-		// kubelet's cache times; its request attributes name one node, the
-		// guard's the pod's.
-		auth, err := nodeutil.WebhookAuth(cfg.Client, cfg.NodeName, func(c *nodeutil.WebhookAuthConfig) error {
-			c.AuthnConfig.ClientCertificateCAContentProvider = s.clientCA
-			return nil
-		})
+		// The apiserver library's delegating webhook authenticator and
+		// authorizer, with the kubelet's cache times (as virtual-kubelet's
+		// nodeutil.WebhookAuth sets them up; used directly because nodeutil
+		// links in the whole API server, 500 packages and half of this
+		// program's memory).
+		authn, _, err := authenticatorfactory.DelegatingAuthenticatorConfig{
+			CacheTTL:                           2 * time.Minute,
+			WebhookRetryBackoff:                webhookBackoff(),
+			TokenAccessReviewClient:            cfg.Client.AuthenticationV1(),
+			ClientCertificateCAContentProvider: s.clientCA,
+		}.New()
 		if err != nil {
 			return nil, fmt.Errorf("kubeletapi: webhook authentication: %w", err)
 		}
-		g := &guard{authn: auth, authz: auth, nodeOf: podNode(cfg.Backend), log: s.log}
+		authz, err := authorizerfactory.DelegatingAuthorizerConfig{
+			AllowCacheTTL:             5 * time.Minute,
+			DenyCacheTTL:              30 * time.Second,
+			WebhookRetryBackoff:       webhookBackoff(),
+			SubjectAccessReviewClient: cfg.Client.AuthorizationV1(),
+		}.New()
+		if err != nil {
+			return nil, fmt.Errorf("kubeletapi: webhook authorization: %w", err)
+		}
+		g := &guard{authn: authn, authz: authz, nodeOf: podNode(cfg.Backend), log: s.log}
 		s.handler = g.wrap(mux)
 	}
 	outer := http.NewServeMux()
@@ -248,4 +263,10 @@ func (s *Server) serve(ctx context.Context) error {
 	srv.Close()
 	<-served
 	return nil
+}
+
+// webhookBackoff is how TokenReview and SubjectAccessReview calls are
+// retried: the API server's default for its own webhooks.
+func webhookBackoff() *wait.Backoff {
+	return &wait.Backoff{Duration: 500 * time.Millisecond, Factor: 1.5, Jitter: 0.2, Steps: 5}
 }
