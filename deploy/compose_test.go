@@ -196,8 +196,8 @@ func TestComposeFilesAreValid(t *testing.T) {
 				if !slices.Equal(s.CapAdd, wantCaps) || s.Privileged || len(s.Devices) > 0 {
 					t.Errorf("%s: cap_add %v, privileged %v, devices %v; want cap_add %v and nothing else", name, s.CapAdd, s.Privileged, s.Devices, wantCaps)
 				}
-				// The scripts and the test's exit status: nothing restarts,
-				// every service runs until stopped but the test.
+				// The test's exit status ends the setup only if nothing
+				// restarts; the scripts the services run exist.
 				if s.Restart != "" && s.Restart != "no" {
 					t.Errorf("%s: restart %q; with a restart policy, --abort-on-container-exit does not end the setup when it fails", name, s.Restart)
 				}
