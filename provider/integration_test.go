@@ -136,10 +136,14 @@ func newEnvWith(t testing.TB, client kubernetes.Interface, v *vehicle.Vehicle) *
 	return e
 }
 
-// startProvider runs a provider over the env's state directory.
+// startProvider runs a provider over the env's state directory, with the
+// env's administrator client unless cfg names another.
 func (e *env) startProvider(cfg Config) {
 	e.t.Helper()
-	cfg.Vehicle, cfg.Buses, cfg.Client, cfg.StateDir = e.v, e.buses, e.client, e.state
+	cfg.Vehicle, cfg.Buses, cfg.StateDir = e.v, e.buses, e.state
+	if cfg.Client == nil {
+		cfg.Client = e.client
+	}
 	if cfg.Log == nil {
 		cfg.Log = zaptest.NewLogger(e.t).Named("provider")
 	}
