@@ -94,6 +94,15 @@ func newKubectl(t *testing.T, cp *controlplane.ControlPlane) kubectlCmd {
 // it fails.
 func (k kubectlCmd) run(t *testing.T, stdin []byte, args ...string) []byte {
 	t.Helper()
+	out, err := k.try(stdin, args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v", strings.Join(args, " "), err)
+	}
+	return out
+}
+
+// try runs kubectl with args and stdin; the error has its output.
+func (k kubectlCmd) try(stdin []byte, args ...string) ([]byte, error) {
 	if k.kubeconfig != "" {
 		args = append([]string{"--kubeconfig", k.kubeconfig}, args...)
 	}
@@ -103,9 +112,9 @@ func (k kubectlCmd) run(t *testing.T, stdin []byte, args ...string) []byte {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("kubectl %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.Bytes())
+		return out, fmt.Errorf("%w\n%s%s", err, out, stderr.Bytes())
 	}
-	return out
+	return out, nil
 }
 
 // render renders a kustomization with kubectl's built-in kustomize.
@@ -185,6 +194,11 @@ func TestManifestsApplyServerSide(t *testing.T) {
 	if _, err := cp.Client().CoreV1().Namespaces().Create(context.Background(),
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ecu-kubelet"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
+	}
+	// The dry run is strict: a misspelt field fails it.
+	typo := []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: typo}\ndatta: {a: b}\n")
+	if _, err := k.try(typo, "apply", "--dry-run=server", "--validate=strict", "-n", "default", "-f", "-"); err == nil {
+		t.Fatal("a config map with the unknown field datta passed the dry run: it validates nothing")
 	}
 	uid := imageUser(t)
 	for _, kz := range kustomizations {
