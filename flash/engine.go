@@ -648,6 +648,9 @@ func (jb *job) plan(ctx context.Context, id oem.Identity, res *Result) error {
 	if ok && cfg.ReleaseCounter < running.ReleaseCounter && !jb.j.AllowDowngrade {
 		return refuse("release counter %d is below the running image's %d (%q); allow a downgrade to flash it", cfg.ReleaseCounter, running.ReleaseCounter, running.Version)
 	}
+	if c := jb.j.ECU.Flash.ImageCapacity(); c > 0 && (cfg.Size < 0 || uint64(cfg.Size) > c) {
+		return refuse("the image is %d bytes, more than the %d a slot of the ECU holds (flash.slotSize less its trailer sector)", cfg.Size, c)
+	}
 	if err := jb.preFlashCheck(ctx, id); err != nil {
 		var ce *oem.ConditionError
 		if errors.As(err, &ce) {
@@ -665,7 +668,9 @@ func (jb *job) plan(ctx context.Context, id oem.Identity, res *Result) error {
 	jb.data, jb.delta = nil, false
 	if ok {
 		p.Reason = "full image: the artifact has no delta from the running image " + digestString(running.Digest)
-		if d, found := jb.j.Firmware.DeltaFrom(digestString(running.Digest)); found && jb.prof.DeltaOK {
+		if d, found := jb.j.Firmware.DeltaFrom(digestString(running.Digest)); found && jb.prof.DeltaOK && d.Size > cfg.Size {
+			p.Reason = "full image: the delta from the running image is larger than the image"
+		} else if found && jb.prof.DeltaOK {
 			data, err := jb.readDelta(ctx, d, running.Digest)
 			if err != nil {
 				p.Reason = "full image: the delta from the running image is unusable: " + err.Error()
@@ -688,18 +693,24 @@ func (jb *job) plan(ctx context.Context, id oem.Identity, res *Result) error {
 	return nil
 }
 
-func readAll(ctx context.Context, open func(context.Context) (io.ReadCloser, error)) ([]byte, error) {
+// readAll reads what open gives, up to limit bytes: an artifact that is
+// larger than it says is refused before it fills the memory.
+func readAll(ctx context.Context, open func(context.Context) (io.ReadCloser, error), limit int64) ([]byte, error) {
 	r, err := open(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	return io.ReadAll(r)
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err == nil && int64(len(b)) > limit {
+		err = fmt.Errorf("it is larger than the %d bytes its artifact says", limit)
+	}
+	return b, err
 }
 
 // readImage reads the full image, checking its digest and header.
 func (jb *job) readImage(ctx context.Context) ([]byte, error) {
-	b, err := readAll(ctx, jb.j.Firmware.OpenImage)
+	b, err := readAll(ctx, jb.j.Firmware.OpenImage, jb.j.Firmware.Config.Size)
 	if err != nil {
 		return nil, fmt.Errorf("flash: %s: reading the artifact's image: %w", jb.name, err)
 	}
@@ -715,7 +726,7 @@ func (jb *job) readImage(ctx context.Context) ([]byte, error) {
 // readDelta reads a delta layer and checks its envelope against the
 // running image and the target.
 func (jb *job) readDelta(ctx context.Context, d artifact.Delta, base [sha256.Size]byte) ([]byte, error) {
-	b, err := readAll(ctx, d.Open)
+	b, err := readAll(ctx, d.Open, d.Size)
 	if err != nil {
 		return nil, err
 	}

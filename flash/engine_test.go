@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -321,12 +322,19 @@ func TestFlashRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	older := nextImage(t, base, "0.9.0", 0)
+	// An image larger than a slot is refused before a byte of it is read.
+	huge := firmware(t, nextImage(t, base, "3.0.0", 3))
+	huge.Config.Size = 64 << 10
+	huge.OpenImage = func(context.Context) (io.ReadCloser, error) {
+		return nil, errors.New("the image of a refused job was read")
+	}
 	for _, tc := range []struct {
 		name string
 		fw   *artifact.Firmware
 	}{
 		{"hardware mismatch", firmware(t, other)},
 		{"downgrade", firmware(t, older)},
+		{"larger than a slot", huge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -476,5 +484,22 @@ func TestFlashLeavesNoConnection(t *testing.T) {
 			t.Fatalf("a connection of the finished job is still open: it sent %v", f)
 		default:
 		}
+	})
+}
+
+// TestFlashArtifactLargerThanItSays: an image stream that goes on past
+// the size its artifact names is cut off and fails the job.
+func TestFlashArtifactLargerThanItSays(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, testVehicle(t, 1, 1, ""))
+		next := nextImage(t, baseImage(t), "2.0.0", 2)
+		fw := firmware(t, next)
+		fw.OpenImage = opener(append(bytes.Clone(next), make([]byte, 1<<20)...))
+		res := r.flash(0, fw)
+		expect(t, res, Failed)
+		if !strings.Contains(res.Err.Error(), "larger than") {
+			t.Errorf("error %v does not say the image is larger than its artifact says", res.Err)
+		}
+		checkBootsValid(t, r.ecus[0], baseImage(t))
 	})
 }

@@ -72,8 +72,14 @@ type health struct {
 	err    error
 	busErr bool
 	// misses counts the polls in a row the ECU did not answer.
-	misses   int
-	flashing string // the pod whose flash runs, "" when none
+	misses int
+	// adapterErr says err is the OEM adapter's (its settings, its
+	// plugin), not the ECU's; identityErr is why an ECU that answers
+	// cannot tell its identity (negative responses, a slot record the
+	// adapter cannot decode).
+	adapterErr  bool
+	identityErr error
+	flashing    string // the pod whose flash runs, "" when none
 }
 
 var labelValueRE = regexp.MustCompile(`^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$`)
@@ -204,10 +210,14 @@ func (n *ecuNode) conditions(h health) []corev1.NodeCondition {
 	switch {
 	case h.flashing != "" && h.known:
 		ready = cond(corev1.NodeReady, true, "Flashing", "the ECU is being flashed by pod "+h.flashing+"; health polls pause until it ends")
+	case h.err == nil && h.identityErr != nil:
+		ready = cond(corev1.NodeReady, true, "ECUResponding", fmt.Sprintf("the ECU answers, but its identity cannot be read through its OEM adapter: %v; check the adapter's DIDs for this ECU", h.identityErr))
 	case h.err == nil && h.known:
 		ready = cond(corev1.NodeReady, true, "ECUResponding", "the ECU answers diagnostic requests (last at "+h.seen.UTC().Format(time.RFC3339)+")")
 	case h.err == nil:
 		ready = cond(corev1.NodeReady, false, "ECUNotPolledYet", "the ECU has not been asked yet")
+	case h.adapterErr:
+		ready = cond(corev1.NodeReady, false, "OEMAdapterError", fmt.Sprintf("the ECU's OEM adapter cannot be used: %v; check oem.adapter and oem.settings (and the plugin) of ECU %s in the vehicle config", h.err, n.ecu.Name))
 	default:
 		ready = cond(corev1.NodeReady, false, "ECUNotResponding", fmt.Sprintf("the ECU does not answer on bus %s: %v; check its power and wiring, or its address in the vehicle config", n.ecu.Bus, h.err))
 	}

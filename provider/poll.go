@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ecu-kubelet/ecu-kubelet/uds"
+	"github.com/ecu-kubelet/ecu-kubelet/uds/canbus"
 )
 
 // poll asks the ECU every PollInterval who it is and which image it runs,
@@ -33,7 +34,14 @@ func (n *ecuNode) poll(ctx context.Context) {
 			n.pollOnce(ctx)
 			n.release()
 		}
-		t.Reset(n.p.cfg.PollInterval)
+		next := n.p.cfg.PollInterval
+		if h := n.healthNow(); !h.known || h.misses > 0 || h.err != nil {
+			// An ECU not seen yet, or one that missed its last poll, is
+			// asked again soon: a node becomes Ready (or NotReady) within
+			// seconds rather than intervals.
+			next = min(next, time.Second)
+		}
+		t.Reset(next)
 	}
 }
 
@@ -44,7 +52,11 @@ func (n *ecuNode) pollOnce(ctx context.Context) {
 	defer cancel()
 	s, err := n.p.engine.Open(ctx, n.ecu)
 	if err != nil {
-		n.update(func(h *health) { h.err, h.busErr = err, true })
+		// The bus refused a connection, or the ECU's OEM adapter could not
+		// be made (its settings, its plugin): either way nobody can speak
+		// to the ECU, and the condition says which.
+		bus := errors.Is(err, canbus.ErrClosed)
+		n.update(func(h *health) { h.err, h.busErr, h.adapterErr = err, bus, !bus })
 		return
 	}
 	defer s.Close()
@@ -62,10 +74,11 @@ func (n *ecuNode) pollOnce(ctx context.Context) {
 			n.log.Info("the ECU does not answer its identity read", zap.Error(err))
 		}
 		n.update(func(h *health) {
+			h.adapterErr = false
 			if answered {
 				// It is alive, only its identity is not what the adapter
-				// expects: Ready, with the reason logged.
-				h.err, h.busErr, h.misses, h.seen = nil, false, 0, time.Now()
+				// expects: Ready, with the reason in the condition.
+				h.err, h.busErr, h.misses, h.seen, h.identityErr = nil, false, 0, time.Now(), err
 				return
 			}
 			// One missed answer is not yet an ECU gone: a loaded host can
@@ -90,5 +103,6 @@ func (n *ecuNode) pollOnce(ctx context.Context) {
 				zap.String("before", h.id.Version), zap.String("now", id.Version))
 		}
 		h.id, h.known, h.seen, h.err, h.busErr, h.misses, h.bootloader = id, true, time.Now(), nil, false, 0, boot
+		h.adapterErr, h.identityErr = false, nil
 	})
 }

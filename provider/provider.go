@@ -366,7 +366,8 @@ func (n *ecuNode) statusUpdateFailed(_ context.Context, err error) error {
 func changed(a, b health) bool {
 	return a.known != b.known || a.id.HardwareID != b.id.HardwareID || a.id.Version != b.id.Version ||
 		a.id.Slots != b.id.Slots || a.bootloader != b.bootloader || (a.err == nil) != (b.err == nil) ||
-		a.busErr != b.busErr || a.flashing != b.flashing
+		a.busErr != b.busErr || a.flashing != b.flashing || a.adapterErr != b.adapterErr ||
+		(a.identityErr == nil) != (b.identityErr == nil)
 }
 
 // acquire takes the ECU's UDS access, waiting for it.

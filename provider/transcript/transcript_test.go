@@ -556,3 +556,28 @@ func BenchmarkAppend(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
 }
+
+// TestSecurityAccessSecretsWithheld: seeds and keys never reach a
+// transcript; the level and the outcome do.
+func TestSecurityAccessSecretsWithheld(t *testing.T) {
+	for _, tc := range []struct {
+		msg  []byte
+		want string
+	}{
+		{[]byte{0x27, 0x11}, "-> SecurityAccess 27 11"},
+		{[]byte{0x67, 0x11, 0xDE, 0xAD, 0xBE, 0xEF}, "<- SecurityAccess 67 11 (4 bytes withheld)"},
+		{[]byte{0x27, 0x12, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08}, "-> SecurityAccess 27 12 (8 bytes withheld)"},
+		{[]byte{0x67, 0x12}, "<- SecurityAccess 67 12"},
+		{[]byte{0x22, 0xF1, 0x89}, "-> SecurityAccess 22 F1 89"}, // other services are shown whole
+	} {
+		got := entryText(flash.TranscriptEntry{Sent: tc.msg[0] < 0x40, Service: "SecurityAccess", Message: tc.msg})
+		if got != tc.want {
+			t.Errorf("%X: %q, want %q", tc.msg, got, tc.want)
+		}
+		for _, secret := range []string{"DE AD", "05 06"} {
+			if strings.Contains(got, secret) {
+				t.Errorf("%X: %q shows the secret", tc.msg, got)
+			}
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ecu-kubelet/ecu-kubelet/flash"
+	"github.com/ecu-kubelet/ecu-kubelet/uds"
 )
 
 // Limits of what a line shows.
@@ -184,12 +185,32 @@ func entryText(e flash.TranscriptEntry) string {
 	}
 	if len(e.Message) > 0 {
 		b.WriteByte(' ')
-		b.WriteString(hexBytes(e.Message))
+		if n := secret(e.Message); n > 0 {
+			b.WriteString(hexBytes(e.Message[:len(e.Message)-n]))
+			fmt.Fprintf(&b, " (%d bytes withheld)", n)
+		} else {
+			b.WriteString(hexBytes(e.Message))
+		}
 	}
 	if e.Elapsed > 0 {
 		fmt.Fprintf(&b, " (+%v)", e.Elapsed.Round(time.Microsecond))
 	}
 	return b.String()
+}
+
+// secret returns how many bytes at the end of msg are a SecurityAccess
+// seed or key, which a transcript never shows: one pair is often enough to
+// work out an OEM's secret. The service and sub-function stay, so the
+// transcript still says which level was unlocked.
+func secret(msg []byte) int {
+	if len(msg) < 2 {
+		return 0
+	}
+	switch msg[0] {
+	case byte(uds.SecurityAccess), byte(uds.SecurityAccess) + 0x40: // request (key) and positive response (seed)
+		return len(msg) - 2
+	}
+	return 0
 }
 
 // hexBytes shows msg as "36 01 5A ...", or for a message longer than
