@@ -650,8 +650,9 @@ func TestIntegrationOfflineLongerThanTheLease(t *testing.T) {
 		NodeMonitorPeriod: time.Second, NodeMonitorGracePeriod: 5 * time.Second, NodeStartupGracePeriod: 5 * time.Second,
 		DefaultToleration: 2 * time.Second,
 	}))
-	// Another vehicle stays online: with every node of a zone down, the
-	// node lifecycle controller suspects itself and evicts nothing.
+	// Another vehicle stays online: with every zone of the cluster down
+	// (these nodes share the zone ""), the node lifecycle controller
+	// suspects itself and evicts nothing.
 	online := newEnv(t, cp, testVehicle(t, "car7", 3, 1, "1ms", ""))
 	online.startProvider(Config{LeaseDuration: 4 * time.Second})
 	e := newEnv(t, cp, testVehicle(t, "car6", 2, 1, "1ms", ""))
@@ -820,3 +821,25 @@ func TestIntegrationPullSecrets(t *testing.T) {
 }
 
 var registryHandler = registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+
+// TestIntegrationRollbackOnDelete: a pod that asks for it makes its ECU
+// run the other slot's image again when its owner deletes it.
+func TestIntegrationRollbackOnDelete(t *testing.T) {
+	cp := controlplane.Start(t)
+	e := newEnv(t, cp, testVehicle(t, "car11", 1, 1, "1ms", ""))
+	e.startProvider(Config{})
+	// The same release counter: the bootloader's anti-rollback lets the
+	// ECU go back to 1.0.0.
+	pod := firmwarePod("fw", "car11-ecu0", e.artifactRef(testImage(t, "1.0.1", 1, testHW), "1.0.1"))
+	pod.Annotations = map[string]string{AnnotationRollbackOnDelete: "true"}
+	e.create(pod)
+	e.waitPod("fw", "Running", running)
+	e.waitECU("ecu0", "1.0.1")
+	if err := e.client.CoreV1().Pods("default").Delete(context.Background(), "fw", metav1.DeleteOptions{GracePeriodSeconds: new(int64(1))}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitECU("ecu0", "1.0.0")
+	e.waitNode("car11-ecu0", "showing 1.0.0 from slot A", func(n *corev1.Node) bool {
+		return n.Labels[LabelFirmwareVersion] == "1.0.0" && n.Labels[LabelActiveSlot] == "A"
+	})
+}

@@ -43,7 +43,7 @@ func newFlashCmd(g *globals) *cobra.Command {
 	f := &flashFlags{}
 	cmd := &cobra.Command{
 		Use:   "flash --config vehicle.yaml --ecu NAME --image REF",
-		Short: "Flash a firmware artifact onto one ECU, confirm it, or roll it back",
+		Short: "Flash a firmware artifact onto one ECU and confirm it (rolled back if it does not come up)",
 		Long: `Flash the firmware artifact REF (HOST/REPO:TAG or oci-layout:DIR:TAG) onto an ECU
 of the vehicle: plan (identity, hardware id, release counter, delta or full image),
 program the inactive slot, reset into it and confirm it; an image that does not come
