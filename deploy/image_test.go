@@ -57,7 +57,8 @@ func buildah(t *testing.T, dir string) func(args ...string) *exec.Cmd {
 // TestImage builds the image's prebuilt target from a fresh static binary
 // with buildah, the path CI can take offline, and checks what it ships:
 // the binary statically linked, a non-root numeric user, the entrypoint,
-// and the files a scratch image must bring itself.
+// and the files a scratch image must bring itself; then runs the binary
+// in it.
 func TestImage(t *testing.T) {
 	work := t.TempDir()
 	bah := buildah(t, filepath.Join(work, "storage"))
@@ -113,6 +114,18 @@ func TestImage(t *testing.T) {
 	}
 	if f, ok := img.files["etc/passwd"]; ok && !strings.Contains(string(f.data), ":65532:65532:") {
 		t.Errorf("/etc/passwd names no user 65532:\n%s", f.data)
+	}
+
+	// And it runs, as the image's user, with nothing but what it ships.
+	from := bah("from", tag)
+	out, err := from.Output()
+	if err != nil {
+		t.Fatalf("buildah from: %v", err)
+	}
+	container := strings.TrimSpace(string(out))
+	help, err := bah("run", "--isolation", "chroot", container, "--", "/"+imageBinary, "--help").CombinedOutput()
+	if err != nil || !strings.Contains(string(help), "Usage:") {
+		t.Errorf("ecu-kubelet --help in the image: %v\n%s", err, help)
 	}
 }
 
