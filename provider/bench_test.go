@@ -227,7 +227,7 @@ func BenchmarkProviderStartup70(b *testing.B) {
 
 // buildProvider builds ./cmd/ecu-kubelet as `make build` does, into a
 // temporary directory, and returns the binary's path.
-func buildProvider(b *testing.B) string {
+func buildProvider(b testing.TB) string {
 	b.Helper()
 	goTool, err := exec.LookPath("go")
 	if err != nil {

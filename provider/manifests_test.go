@@ -224,6 +224,51 @@ func TestManifestsApplyServerSide(t *testing.T) {
 	}
 }
 
+// TestManifestsRunArgumentsAreAccepted runs the real ecu-kubelet with the
+// arguments of every kustomization's Deployment, the downward API's
+// variables filled in and --config pointed at the rendered vehicle config:
+// every flag exists and every value passes the command's own checks, up to
+// the first file only the pod has (the client CA). The API server's dry
+// run cannot see a misspelt flag, which would crash-loop the provider.
+func TestManifestsRunArgumentsAreAccepted(t *testing.T) {
+	bins, err := controlplane.EnsureBinaries(context.Background(), t.Logf)
+	switch {
+	case errors.Is(err, controlplane.ErrUnavailable) && os.Getenv("CI") != "true":
+		t.Skipf("%v (kubectl renders the manifests)", err)
+	case err != nil:
+		t.Fatal(err)
+	}
+	k := kubectlCmd{path: bins.Kubectl}
+	bin := buildProvider(t)
+	for _, kz := range kustomizations {
+		t.Run(strings.ReplaceAll(kz.dir, "/", "-"), func(t *testing.T) {
+			objs := decodeAll(t, k.render(t, kz.dir))
+			c := objectsOf[*appsv1.Deployment](objs)[0].Spec.Template.Spec.Containers[0]
+			config := filepath.Join(t.TempDir(), "vehicle.yaml")
+			var args []string
+			for _, a := range c.Args {
+				switch name, _, _ := strings.Cut(a, "="); name {
+				case "--config":
+					cm := objectsOf[*corev1.ConfigMap](objs)[0]
+					if err := os.WriteFile(config, []byte(cm.Data["vehicle.yaml"]), 0o600); err != nil {
+						t.Fatal(err)
+					}
+					a = "--config=" + config
+				case "--state-dir", "--cert-dir":
+					a = name + "=" + t.TempDir()
+				}
+				args = append(args, strings.ReplaceAll(a, "$(NODE_IP)", "192.0.2.1"))
+			}
+			cmd := exec.Command(bin, args...)
+			cmd.Env = []string{"HOME=" + t.TempDir()} // no KUBECONFIG of the machine's
+			out, err := cmd.CombinedOutput()
+			if err == nil || !strings.Contains(string(out), "--client-ca-file") || !strings.Contains(string(out), "no such file") {
+				t.Errorf("ecu-kubelet %s: %v\n%s\nwant it to stop at the missing --client-ca-file, having accepted everything before", strings.Join(args, " "), err, out)
+			}
+		})
+	}
+}
+
 // imageUser is the numeric user deploy/Dockerfile's images run as.
 func imageUser(t *testing.T) int64 {
 	t.Helper()
