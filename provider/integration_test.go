@@ -647,7 +647,9 @@ func TestIntegrationLogsAndExecThroughTheAPIServer(t *testing.T) {
 // changes nothing on the ECU, not even with rollback-on-delete.
 func TestIntegrationOfflineLongerThanTheLease(t *testing.T) {
 	cp := controlplane.Start(t, controlplane.WithControllerManager(controlplane.ControllerManager{
-		NodeMonitorPeriod: time.Second, NodeMonitorGracePeriod: 5 * time.Second, NodeStartupGracePeriod: 5 * time.Second,
+		// Lenient enough for a loaded machine: leases are renewed every
+		// second (LeaseDuration 4 s), a node is unreachable after 10 s.
+		NodeMonitorPeriod: time.Second, NodeMonitorGracePeriod: 10 * time.Second, NodeStartupGracePeriod: 10 * time.Second,
 		DefaultToleration: 2 * time.Second,
 	}))
 	// Another vehicle stays online: with every zone of the cluster down
@@ -658,6 +660,14 @@ func TestIntegrationOfflineLongerThanTheLease(t *testing.T) {
 	e := newEnv(t, cp, testVehicle(t, "car6", 2, 1, "1ms", ""))
 	e.startProvider(Config{LeaseDuration: 4 * time.Second})
 
+	// Until a node is Ready it carries node.kubernetes.io/not-ready
+	// NoExecute, which would evict the intolerant pod before the test.
+	for _, name := range []string{"car6-ecu0", "car6-ecu1"} {
+		e.waitNode(name, "Ready and without NoExecute taints", func(n *corev1.Node) bool {
+			return nodeCondition(n, corev1.NodeReady) == corev1.ConditionTrue &&
+				!slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Effect == corev1.TaintEffectNoExecute })
+		})
+	}
 	ref := e.artifactRef(testImage(t, "2.0.0", 2, testHW), "2.0.0")
 	e.create(firmwarePod("tolerant", "car6-ecu0", ref))
 	intolerant := firmwarePod("intolerant", "car6-ecu1", ref)

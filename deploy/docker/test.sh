@@ -98,6 +98,10 @@ label_updated() { [ "$(version)" = 1.3.0 ]; }
 wait_for "node $name-brake's firmware-version label 1.3.0 (it is $(version))" label_updated
 echo "node $name-brake: firmware-version $(version)"
 
+# The kubelet API serves once its CSR is signed, which a loaded controller
+# manager may take a while to do after the approval.
+kubelet_api() { kubectl logs "$pod" --tail=1; }
+wait_for "kubectl logs $pod: the kubelet API (serving once its certificate is signed)" kubelet_api
 logs=$(kubectl logs "$pod") || fail "kubectl logs $pod: the kubelet API did not answer"
 printf '%s\n' "$logs" | tail -n 5
 [ -n "$logs" ] || fail "kubectl logs $pod is empty; want the flash's transcript"
