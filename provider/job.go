@@ -16,6 +16,7 @@ import (
 
 	"github.com/ecu-kubelet/ecu-kubelet/flash"
 	"github.com/ecu-kubelet/ecu-kubelet/flash/artifact"
+	"github.com/ecu-kubelet/ecu-kubelet/flash/oem"
 	"github.com/ecu-kubelet/ecu-kubelet/uds"
 )
 
@@ -183,6 +184,10 @@ func (j *podJob) run(ctx context.Context, pod *corev1.Pod, resumed bool) {
 // that stopped it, if one did.
 func failReason(err error) string {
 	var nr *uds.NegativeResponse
+	var pe *oem.PluginError
+	if errors.As(err, &pe) {
+		return ReasonPluginFailed
+	}
 	if errors.As(err, &nr) {
 		name := nr.Code.Name()
 		if name != "" {

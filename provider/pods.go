@@ -46,6 +46,10 @@ const (
 	ReasonRolledBack       = "RolledBack"
 	ReasonRefused          = "Refused"
 	ReasonFlashFailed      = "FlashFailed"
+	// ReasonPluginFailed: the ECU's OEM adapter plugin crashed, hung or
+	// answered nonsense; the message says which, and it is started again
+	// for the next job.
+	ReasonPluginFailed = "OEMPluginFailed"
 )
 
 // podSet holds the pods of one ECU node: virtual-kubelet's
