@@ -12,12 +12,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/zapr"
 	"go.uber.org/zap"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	certificatesv1client "k8s.io/client-go/kubernetes/typed/certificates/v1"
 	"k8s.io/client-go/util/certificate"
+	"k8s.io/klog/v2"
 )
 
 // errNoCertificate fails TLS handshakes while a CSR awaits approval, in
@@ -138,6 +140,9 @@ func newCSRCert(cfg *Config, log *zap.Logger) (*csrCert, error) {
 		}
 		log.Info(msg, zap.String("csr", csr.Name), zap.String("approve", "kubectl certificate approve "+csr.Name))
 	}}
+	// The manager logs its failures (a CSR not signed in time) through
+	// klog's logger in this context: the kubelet API's.
+	logCtx := klog.NewContext(context.Background(), zapr.NewLogger(log))
 	c.Manager, err = certificate.NewManager(&certificate.Config{
 		ClientsetFn:      func(*tls.Certificate) (kubernetes.Interface, error) { return client, nil },
 		Template:         template,
@@ -145,6 +150,7 @@ func newCSRCert(cfg *Config, log *zap.Logger) (*csrCert, error) {
 		GetUsages:        certificate.DefaultKubeletServingGetUsages,
 		CertificateStore: notifyingStore{Store: store, updated: c.updated},
 		Name:             "kubelet-serving",
+		Ctx:              &logCtx,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kubeletapi: certificate manager: %w", err)
@@ -156,9 +162,15 @@ func newCSRCert(cfg *Config, log *zap.Logger) (*csrCert, error) {
 // when ctx ends first.
 func (c *csrCert) wait(ctx context.Context) bool {
 	c.Start()
+	// The store is told of a new certificate just before the manager
+	// caches it, so Current may still be nil right after a notice: look
+	// again shortly after each, and now and then regardless.
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
 	for c.Current() == nil {
 		select {
 		case <-c.updated:
+		case <-tick.C:
 		case <-ctx.Done():
 			return false
 		}
