@@ -92,6 +92,14 @@ func (s *podSet) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		s.mu.Unlock()
 		return s.UpdatePod(ctx, pod)
 	}
+	if old, ok := s.pods[key]; ok {
+		// A pod of the same name but another UID: the old one is gone
+		// from the API server even if its deletion has not reached us.
+		old.deleted = true
+		if old.job != nil {
+			old.job.stop()
+		}
+	}
 	hp := &heldPod{pod: pod}
 	s.pods[key] = hp
 	var busy *heldPod
