@@ -92,13 +92,11 @@ func (s *podSet) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		s.mu.Unlock()
 		return s.UpdatePod(ctx, pod)
 	}
+	var oldJob *podJob
 	if old, ok := s.pods[key]; ok {
 		// A pod of the same name but another UID: the old one is gone
 		// from the API server even if its deletion has not reached us.
-		old.deleted = true
-		if old.job != nil {
-			old.job.stop()
-		}
+		old.deleted, oldJob = true, old.job
 	}
 	hp := &heldPod{pod: pod}
 	s.pods[key] = hp
@@ -109,6 +107,9 @@ func (s *podSet) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		}
 	}
 	s.mu.Unlock()
+	if oldJob != nil {
+		oldJob.stop() // outside s.mu: progress takes the job's lock, then s.mu
+	}
 	if pod.Status.StartTime == nil {
 		now := metav1.Now()
 		pod.Status.StartTime = &now
