@@ -302,7 +302,7 @@ func (j *podJob) progress(ev flash.Event) {
 	}
 	show := newPhase || ev.Note != ""
 	var pct int64 = -1
-	if ev.Total > 0 {
+	if ev.Total > 0 && ev.Phase == flash.PhaseTransfer {
 		pct = ev.Bytes * 100 / ev.Total
 		if time.Since(j.lastShown) >= 2*time.Second || pct == 100 {
 			show = true

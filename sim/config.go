@@ -97,6 +97,11 @@ func DecodeConfig(e vehicle.ECU) (ECUConfig, error) {
 	return cfg, nil
 }
 
+// Image returns the image the slot holds at power-up, as DecodeConfig
+// built it: for building firmware against what a simulated ECU runs (a
+// delta from it).
+func (s *SlotImage) Image() []byte { return s.data }
+
 func (s *SlotImage) build(hardwareID string) error {
 	if s.File != "" {
 		if s.Version != "" || s.PayloadSize != 0 || s.ReleaseCounter != 0 {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -77,7 +78,7 @@ an HTTP endpoint on loopback (GET ` + simStatusPath + `, JSON) that
 	cmd.Flags().StringVar(&listen, "listen", defaultSimListen, "address to serve the buses on over socketcand (default: the address of the socketcand:// bus URLs); port 0 picks a free one")
 	cmd.Flags().StringVar(&statusListen, "status-listen", defaultSimStatus, `address of the HTTP status endpoint ("" turns it off); keep it on loopback: it has no authentication`)
 	cmd.MarkFlagRequired("vehicle")
-	cmd.AddCommand(newSimStatusCmd())
+	cmd.AddCommand(newSimStatusCmd(), newSimImageCmd())
 	return cmd
 }
 
@@ -200,6 +201,53 @@ func simStatusHandler(v *sim.Vehicle, reach map[string]string) http.Handler {
 		enc.Encode(st)
 	})
 	return mux
+}
+
+func newSimImageCmd() *cobra.Command {
+	var vehicleFile, ecuName, slot, out string
+	cmd := &cobra.Command{
+		Use:   "image --vehicle FILE --ecu NAME [--slot a|b] -o IMAGE",
+		Short: "Write the image a simulated ECU holds in a slot at power-up",
+		Long: `Write the firmware image the simulator gives ECU NAME's slot at power-up
+(its simulation section: a file, or a synthetic image of a version, release counter
+and payload size). Firmware built against it can carry a delta: 'firmware pack
+--delta-from IMAGE' adds a patch that the ECU applies to what it runs.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v, err := vehicle.Load(vehicleFile)
+			if err != nil {
+				return err
+			}
+			e, ok := v.ECU(ecuName)
+			if !ok {
+				return fmt.Errorf("--ecu %q: %s has no such ECU", ecuName, vehicleFile)
+			}
+			cfg, err := sim.DecodeConfig(e)
+			if err != nil {
+				return err
+			}
+			s := map[string]*sim.SlotImage{"a": cfg.Slots.A, "b": cfg.Slots.B}[slot]
+			switch {
+			case slot != "a" && slot != "b":
+				return fmt.Errorf("--slot %q: want a or b", slot)
+			case s == nil:
+				return fmt.Errorf("ECU %s has no image in slot %s at power-up (simulation.slots.%s)", ecuName, slot, slot)
+			}
+			if err := os.WriteFile(out, s.Image(), 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: slot %s of %s, %d bytes\n", out, slot, ecuName, len(s.Image()))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&vehicleFile, "vehicle", "", "vehicle description (YAML)")
+	cmd.Flags().StringVar(&ecuName, "ecu", "", "the ECU")
+	cmd.Flags().StringVar(&slot, "slot", "a", "the slot: a or b")
+	cmd.Flags().StringVarP(&out, "output", "o", "", "the image file to write")
+	for _, n := range []string{"vehicle", "ecu", "output"} {
+		cmd.MarkFlagRequired(n)
+	}
+	return cmd
 }
 
 func newSimStatusCmd() *cobra.Command {

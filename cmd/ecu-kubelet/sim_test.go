@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ecu-kubelet/ecu-kubelet/flash/image"
 	"github.com/ecu-kubelet/ecu-kubelet/flash/vehicle"
 	"github.com/ecu-kubelet/ecu-kubelet/sim"
 	"github.com/ecu-kubelet/ecu-kubelet/uds"
@@ -280,5 +282,56 @@ func TestSimRefusesBadVehicles(t *testing.T) {
 				t.Errorf("sim: %v, want an error naming %s", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestSimImageWritesWhatTheECURuns: the image `sim image` writes is the
+// one the simulated ECU reports running, so firmware can carry a delta
+// from it.
+func TestSimImageWritesWhatTheECURuns(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "brake.img")
+	var stdout, stderr bytes.Buffer
+	if err := run(t.Context(), &stdout, &stderr, "sim", "image", "--vehicle", demoCarPath, "--ecu", "brake", "-o", out); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr, _, err := image.Parse(b)
+	if err != nil || hdr.Version != "1.2.0" || hdr.HardwareID != "BRK-HW-01" || hdr.ReleaseCounter != 4 {
+		t.Fatalf("header %+v, %v: want brake's slot A, 1.2.0 release 4 for BRK-HW-01", hdr, err)
+	}
+	v, err := vehicle.Load(demoCarPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := v.ECU("brake")
+	bus, err := canbus.Open("mem://sim-image-test", canbus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	ecu, err := sim.NewECU(e, bus, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := image.Digest(b)
+	want := "sha256:" + hex.EncodeToString(d[:])
+	found := false
+	for _, s := range ecu.Status().Slots {
+		if s.Name == "A" {
+			found = true
+			if s.Digest != want {
+				t.Errorf("the ECU's slot A holds %s, the file %s", s.Digest, want)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("the ECU reports no slot A: %+v", ecu.Status().Slots)
+	}
+	err = run(t.Context(), &stdout, &stderr, "sim", "image", "--vehicle", demoCarPath, "--ecu", "steering", "--slot", "b", "-o", out)
+	if err == nil || !strings.Contains(err.Error(), "no image in slot b") {
+		t.Errorf("an empty slot: %v", err)
 	}
 }

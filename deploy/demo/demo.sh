@@ -153,11 +153,15 @@ kubectl get nodes -o wide -L "$labels"
 say "firmware: brake 1.3.0 (release counter 5, hardware BRK-HW-01) into an OCI image layout"
 fw=$work/firmware
 mkdir -p "$fw"
-# A raw firmware binary; the simulated ECU runs whatever verifies.
-head -c 262144 /dev/urandom >"$fw/brake-1.3.0.bin"
+# 1.3.0 is 1.2.0, the image the brake ECU runs, with 16 KiB changed: the
+# artifact carries a delta from 1.2.0 besides the full image, and the flash
+# sends the delta.
+"$bin" sim image --vehicle "$vehicle" --ecu brake --slot a -o "$fw/brake-1.2.0.img"
+tail -c +129 "$fw/brake-1.2.0.img" >"$fw/brake-1.3.0.bin" # the payload behind the 128-byte header
+head -c 16384 /dev/urandom | dd of="$fw/brake-1.3.0.bin" bs=4096 seek=20 conv=notrunc status=none
 "$bin" firmware build --hardware-id BRK-HW-01 --version 1.3.0 --release-counter 5 "$fw/brake-1.3.0.bin" -o "$fw/brake-1.3.0.img"
 image=oci-layout:$fw/cache:brake-1.3.0
-"$bin" firmware pack "$fw/brake-1.3.0.img" -o "$image"
+"$bin" firmware pack "$fw/brake-1.3.0.img" --delta-from "$fw/brake-1.2.0.img" -o "$image"
 "$bin" firmware inspect "$image"
 
 say "kubectl apply -f $pod_file (image: $image)"
@@ -188,6 +192,9 @@ brake_updated() { [ "$(kubectl get node "demo-car-$ecu" -o jsonpath='{.metadata.
 wait_for 30 "the brake node's firmware-version label 1.3.0" brake_updated
 kubectl get nodes -L "$labels,ecu-kubelet.io/active-slot"
 "$bin" sim status --server "$sim_status"
+
+say "kubectl get events: the flash, phase by phase (the plan says whether a delta was sent)"
+kubectl get events --field-selector "involvedObject.name=$pod" --sort-by=.lastTimestamp -o custom-columns=REASON:.reason,MESSAGE:.message | cut -c1-160
 
 printf '\n%sThe demo car runs.%s In another terminal:\n\n' "$bold" "$plain"
 printf '  export KUBECONFIG=%s\n  alias kubectl=%s\n\n' "$KUBECONFIG" "$kubectl_bin"
