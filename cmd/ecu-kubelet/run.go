@@ -134,6 +134,7 @@ func (f *runFlags) run(cmd *cobra.Command, log *zap.Logger) error {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(50)
 	}
+	trimExecutable()
 	v, err := vehicle.Load(f.config)
 	if err != nil {
 		return fmt.Errorf("--config: %w", err)
