@@ -127,14 +127,24 @@ off, for a local demo only.`,
 // run checks the flags, opens the vehicle's buses and runs the provider
 // until the command's context ends.
 func (f *runFlags) run(cmd *cobra.Command, log *zap.Logger) error {
-	// The provider idles between polls and flashes (about 15 ms of CPU a
-	// second for 70 ECUs): collecting at half the default heap growth
-	// costs no measurable CPU and saves a fifth of its memory on a gateway
-	// that has little. GOGC in the environment still decides.
+	// The provider idles between polls and flashes (about 20 ms of CPU a
+	// second for 70 ECUs): collecting at a quarter of the default heap
+	// growth costs about 5 ms of CPU a second more and saves a quarter of
+	// its heap on a gateway that has little memory (docs/benchmarks.md).
+	// GOGC in the environment still decides.
 	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(50)
+		debug.SetGCPercent(25)
 	}
 	trimExecutable()
+	// Once the nodes are registered the code that did it is not needed
+	// again for a long while: let it go too.
+	go func() {
+		select {
+		case <-time.After(30 * time.Second):
+			trimExecutable()
+		case <-cmd.Context().Done():
+		}
+	}()
 	v, err := vehicle.Load(f.config)
 	if err != nil {
 		return fmt.Errorf("--config: %w", err)
