@@ -17,6 +17,8 @@ test: lint unit vcan race
 
 unit: controlplane
 	$(GO) test -count=1 -skip '^TestVcan' $(PKGS)
+	# Releasing the executable's pages must be safe in a position-independent build too.
+	$(GO) test -count=1 -buildmode=pie -run '^TestTrimExecutable' ./cmd/ecu-kubelet
 
 # controlplane builds (once per version, then cached) the etcd, kube-apiserver
 # and kubectl that the integration tests run, so that the build does not eat

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"debug/elf"
 	"os"
 	"strconv"
 	"strings"
@@ -10,17 +11,24 @@ import (
 )
 
 // trimExecutable lets the kernel drop the pages of this executable's
-// read-only mappings (code, read-only data) that start-up touched, and
-// asks it not to read ahead around later faults: a long-running provider
-// then keeps resident only the code it runs, not most of a 90 MB binary.
-// The pages come back from the file (and the page cache) when needed; the
-// writable mapping is left alone. Errors are ignored: this only saves
-// memory.
+// read-only mappings that start-up touched, and asks it not to read ahead
+// around later faults: a long-running provider then keeps resident only
+// the code it runs, not most of a 90 MB binary. The pages come back from
+// the file (and the page cache) when needed. Writable mappings are left
+// alone, and so is read-only data of a position-independent executable:
+// its relocated part (RELRO) was patched at load time and would come back
+// from the file unpatched. Errors are ignored: this only saves memory.
 func trimExecutable() {
 	exe, err := os.Executable()
 	if err != nil {
 		return
 	}
+	ef, err := elf.Open(exe)
+	if err != nil {
+		return
+	}
+	fixed := ef.Type == elf.ET_EXEC
+	ef.Close()
 	f, err := os.Open("/proc/self/maps")
 	if err != nil {
 		return
@@ -30,7 +38,13 @@ func trimExecutable() {
 	for sc.Scan() {
 		// 00400000-02095000 r-xp 00000000 fe:00 10010880 /path/ecu-kubelet
 		fields := strings.Fields(sc.Text())
-		if len(fields) < 6 || fields[5] != exe || strings.Contains(fields[1], "w") {
+		if len(fields) < 6 || fields[5] != exe {
+			continue
+		}
+		switch perms := fields[1]; {
+		case strings.Contains(perms, "w"):
+			continue
+		case !strings.Contains(perms, "x") && !fixed:
 			continue
 		}
 		lo, hi, ok := strings.Cut(fields[0], "-")
