@@ -74,6 +74,12 @@ type Job struct {
 	// AllowDowngrade lets the job flash an image whose release counter is
 	// below the running one's (the ECU may still refuse it).
 	AllowDowngrade bool
+	// BeforeActivate, if set, is asked right before the verified image is
+	// activated; an error stops the job there, the ECU on its previous
+	// image. It lets a caller that may still call the job off do so
+	// without a moment in which the image is active but the caller
+	// thinks it is not.
+	BeforeActivate func() error
 }
 
 // Plan is what a job decided to do and why.

@@ -503,3 +503,22 @@ func TestFlashArtifactLargerThanItSays(t *testing.T) {
 		checkBootsValid(t, r.ecus[0], baseImage(t))
 	})
 }
+
+// TestFlashBeforeActivateCanStopTheJob: a job its caller calls off at the
+// last moment leaves the ECU on its previous image, the new one verified
+// but not active.
+func TestFlashBeforeActivateCanStopTheJob(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, testVehicle(t, 1, 1, ""))
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		asked := false
+		res := r.eng.Flash(ctx, Job{ECU: r.v.ECUs[0], Firmware: firmware(t, nextImage(t, baseImage(t), "2.0.0", 2)),
+			BeforeActivate: func() error { asked = true; cancel(); return errors.New("the pod was deleted") }})
+		expect(t, res, Failed)
+		if !asked || !strings.Contains(res.Err.Error(), "not activated: the pod was deleted") {
+			t.Errorf("asked %v, error %v", asked, res.Err)
+		}
+		checkBootsValid(t, r.ecus[0], baseImage(t))
+	})
+}

@@ -118,6 +118,11 @@ func (jb *job) program(ctx context.Context) error {
 	if err := jb.ad.CheckVerify(ctx, st, jb.target); err != nil {
 		return err
 	}
+	if jb.j.BeforeActivate != nil {
+		if err := jb.j.BeforeActivate(); err != nil {
+			return fmt.Errorf("flash: %s: not activated: %w", jb.name, err)
+		}
+	}
 	if err := jb.phase(ctx, PhaseActivate, ""); err != nil {
 		return err
 	}

@@ -853,3 +853,31 @@ func TestIntegrationRollbackOnDelete(t *testing.T) {
 		return n.Labels[LabelFirmwareVersion] == "1.0.0" && n.Labels[LabelActiveSlot] == "A"
 	})
 }
+
+// TestIntegrationRunEndsOnAnError: a provider that cannot serve its
+// kubelet API (the port is taken) stops with an error that says so, after
+// its nodes had started, instead of hanging.
+func TestIntegrationRunEndsOnAnError(t *testing.T) {
+	cp := controlplane.Start(t)
+	e := newEnv(t, cp, testVehicle(t, "car12", 1, 1, "1ms", ""))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	p, err := New(Config{Vehicle: e.v, Buses: e.buses, Client: e.client, StateDir: e.state, NodeAddress: "127.0.0.1",
+		API: kubeletapi.Config{Addr: ln.Addr().String(), Insecure: true, CertDir: t.TempDir(), ServingNames: []string{"127.0.0.1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "address already in use") {
+			t.Errorf("Run: %v, want the kubelet API's address in use", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("Run did not end")
+	}
+}

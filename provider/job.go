@@ -31,10 +31,15 @@ type podJob struct {
 
 	// mu also orders status writes: progress never overwrites the
 	// outcome once ended is set.
-	mu        sync.Mutex
-	ended     bool
-	phase     flash.Phase
-	activated bool // the image was activated: the job must run to its end
+	mu    sync.Mutex
+	ended bool
+	phase flash.Phase
+	// activated says the image was (or may have been) activated: the job
+	// must run to its end. The engine sets it through beforeActivate, so
+	// a stop can never fall between the activation and the flag; a
+	// resumed job has it from the start, since its image may be active.
+	activated bool
+	stopped   bool
 	lastShown time.Time
 	lastPct   int64
 	started   time.Time
@@ -48,8 +53,21 @@ func (j *podJob) stop() bool {
 	if j.activated {
 		return false
 	}
+	j.stopped = true
 	j.cancel()
 	return true
+}
+
+// beforeActivate is asked by the engine right before it activates the
+// image: the job goes on only if nobody stopped it.
+func (j *podJob) beforeActivate() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.stopped {
+		return errors.New("the pod was deleted before its image was activated")
+	}
+	j.activated = true
+	return nil
 }
 
 // start runs the flash of the pod's current image in the background; a
@@ -59,11 +77,11 @@ func (s *podSet) start(hp *heldPod, resumed bool) {
 	s.mu.Lock()
 	prev := hp.job
 	ctx, cancel := context.WithCancel(s.n.p.runCtx)
-	j := &podJob{s: s, hp: hp, image: podImage(hp.pod), cancel: cancel, done: make(chan struct{})}
+	j := &podJob{s: s, hp: hp, image: podImage(hp.pod), cancel: cancel, done: make(chan struct{}), activated: resumed}
 	hp.job = j
 	pod := hp.pod.DeepCopy()
 	s.mu.Unlock()
-	go func() {
+	s.n.p.jobs.Go(func() {
 		defer close(j.done)
 		defer cancel()
 		if prev != nil {
@@ -71,7 +89,7 @@ func (s *podSet) start(hp *heldPod, resumed bool) {
 			<-prev.done
 		}
 		j.run(ctx, pod, resumed)
-	}()
+	})
 }
 
 // run flashes and reports. ctx ends when the provider stops (the job then
@@ -84,6 +102,34 @@ func (j *podJob) run(ctx context.Context, pod *corev1.Pod, resumed bool) {
 		note = "resuming after a restart of the provider"
 	}
 	s.setStatus(j.hp, func(st *corev1.PodStatus) { j.pending(st, "Waiting", note) })
+	var err error
+	j.log, err = s.openTranscript(pod)
+	if err != nil {
+		n.log.Error("cannot write the transcript of the flash; kubectl logs will not show it", zap.Error(err))
+	}
+	defer func() {
+		// A flash the provider's stop interrupts goes on after the
+		// restart, in the same transcript: no end marker for followers.
+		if n.p.runCtx.Err() != nil {
+			j.log.Release()
+		} else {
+			j.log.Close()
+		}
+	}()
+	j.log.Note("flash of %s on ECU %s (node %s)", j.image, n.ecu.Name, n.name)
+
+	// The artifact is fetched before the ECU is taken: a registry out of
+	// reach (an offline vehicle) must not stop its health polls and
+	// diagnostics for as long as it stays away.
+	fw, ok := j.resolve(ctx, pod)
+	if !ok {
+		return
+	}
+	if hw := n.ecu.HardwareID; hw != "" && !slices.Contains(fw.Config.HardwareIDs, hw) {
+		s.fail(j.hp, ReasonHardwareMismatch, fmt.Sprintf("firmware %s is for hardware %v, but ECU %s is %s; use the firmware built for %s",
+			j.image, fw.Config.HardwareIDs, n.ecu.Name, hw, hw))
+		return
+	}
 	if err := n.acquire(ctx); err != nil {
 		return
 	}
@@ -105,31 +151,6 @@ func (j *podJob) run(ctx context.Context, pod *corev1.Pod, resumed bool) {
 		}
 		n.update(func(h *health) { h.flashing = "" })
 	}()
-	var err error
-	j.log, err = s.openTranscript(pod)
-	if err != nil {
-		n.log.Error("cannot write the transcript of the flash; kubectl logs will not show it", zap.Error(err))
-	}
-	defer func() {
-		// A flash the provider's stop interrupts goes on after the
-		// restart, in the same transcript: no end marker for followers.
-		if n.p.runCtx.Err() != nil {
-			j.log.Release()
-		} else {
-			j.log.Close()
-		}
-	}()
-	j.log.Note("flash of %s on ECU %s (node %s)", j.image, n.ecu.Name, n.name)
-
-	fw, ok := j.resolve(ctx, pod)
-	if !ok {
-		return
-	}
-	if hw := n.ecu.HardwareID; hw != "" && !slices.Contains(fw.Config.HardwareIDs, hw) {
-		s.fail(j.hp, ReasonHardwareMismatch, fmt.Sprintf("firmware %s is for hardware %v, but ECU %s is %s; use the firmware built for %s",
-			j.image, fw.Config.HardwareIDs, n.ecu.Name, hw, hw))
-		return
-	}
 	s.setStatus(j.hp, func(st *corev1.PodStatus) {
 		j.pending(st, "Flashing", fmt.Sprintf("firmware %s, release %d", fw.Config.Version, fw.Config.ReleaseCounter))
 		for i := range st.ContainerStatuses {
@@ -137,7 +158,8 @@ func (j *podJob) run(ctx context.Context, pod *corev1.Pod, resumed bool) {
 		}
 	})
 	j.started = time.Now()
-	res := n.p.engine.Flash(ctx, flash.Job{ECU: n.ecu, Firmware: fw, AllowDowngrade: pod.Annotations[AnnotationAllowDowngrade] == "true"})
+	res := n.p.engine.Flash(ctx, flash.Job{ECU: n.ecu, Firmware: fw, AllowDowngrade: pod.Annotations[AnnotationAllowDowngrade] == "true",
+		BeforeActivate: j.beforeActivate})
 	if ctx.Err() != nil && res.Outcome == flash.Failed {
 		j.log.Note("the flash was interrupted (%v); the ECU keeps a bootable image and the job resumes from its journal", context.Cause(ctx))
 		return
@@ -297,9 +319,6 @@ func (j *podJob) progress(ev flash.Event) {
 	}
 	newPhase := ev.Phase != j.phase
 	j.phase = ev.Phase
-	if ev.Phase == flash.PhaseActivate {
-		j.activated = true
-	}
 	show := newPhase || ev.Note != ""
 	var pct int64 = -1
 	if ev.Total > 0 && ev.Phase == flash.PhaseTransfer {
@@ -336,7 +355,7 @@ func (j *podJob) progress(ev flash.Event) {
 		if !newPhase && ev.Note == "" {
 			reason = "FlashProgress"
 		}
-		j.s.event(j.hp.pod, corev1.EventTypeNormal, reason, msg)
+		j.s.event(j.s.podOf(j.hp), corev1.EventTypeNormal, reason, msg)
 	}
 	if show {
 		j.s.setStatus(j.hp, func(st *corev1.PodStatus) { j.pending(st, "Flashing", msg) })

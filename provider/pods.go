@@ -58,6 +58,7 @@ type podSet struct {
 	n        *ecuNode
 	recorder record.EventRecorder
 
+	saveMu sync.Mutex // orders the writes of held pods' records
 	mu     sync.Mutex
 	pods   map[string]*heldPod // by namespace/name
 	notify func(*corev1.Pod)
@@ -93,10 +94,11 @@ func (s *podSet) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		return s.UpdatePod(ctx, pod)
 	}
 	var oldJob *podJob
+	var oldPod *corev1.Pod
 	if old, ok := s.pods[key]; ok {
 		// A pod of the same name but another UID: the old one is gone
 		// from the API server even if its deletion has not reached us.
-		old.deleted, oldJob = true, old.job
+		old.deleted, oldJob, oldPod = true, old.job, old.pod
 	}
 	hp := &heldPod{pod: pod}
 	s.pods[key] = hp
@@ -109,6 +111,9 @@ func (s *podSet) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	s.mu.Unlock()
 	if oldJob != nil {
 		oldJob.stop() // outside s.mu: progress takes the job's lock, then s.mu
+	}
+	if oldPod != nil {
+		s.removeTranscript(oldPod)
 	}
 	if pod.Status.StartTime == nil {
 		now := metav1.Now()
@@ -123,7 +128,7 @@ func (s *podSet) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 			s.n.name, busy.pod.Namespace, busy.pod.Name))
 		return nil
 	}
-	s.event(hp.pod, corev1.EventTypeNormal, "Accepted", fmt.Sprintf("firmware %s for ECU %s", pod.Spec.Containers[0].Image, s.n.ecu.Name))
+	s.event(pod, corev1.EventTypeNormal, "Accepted", fmt.Sprintf("firmware %s for ECU %s", pod.Spec.Containers[0].Image, s.n.ecu.Name))
 	s.start(hp, false)
 	return nil
 }
@@ -223,7 +228,9 @@ func (s *podSet) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 		// The pod as the API server has it: it says who deleted it.
 		s.rollbackOnDelete(pod)
 	}
+	s.saveMu.Lock()
 	os.Remove(s.recordPath(pod.Namespace, pod.Name))
+	s.saveMu.Unlock()
 	s.removeTranscript(pod)
 	s.publish(final)
 	return nil
@@ -285,6 +292,13 @@ func terminal(p *corev1.Pod) bool {
 	return p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded
 }
 
+// podOf returns the pod as held now; UpdatePod replaces it.
+func (s *podSet) podOf(hp *heldPod) *corev1.Pod {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return hp.pod
+}
+
 // setStatus changes a held pod's status, keeps it on disk and tells
 // virtual-kubelet.
 func (s *podSet) setStatus(hp *heldPod, f func(*corev1.PodStatus)) {
@@ -315,8 +329,9 @@ func (s *podSet) event(p *corev1.Pod, typ, reason, msg string) {
 
 // fail ends a pod Failed with reason and message, and an event.
 func (s *podSet) fail(hp *heldPod, reason, msg string) {
-	s.event(hp.pod, corev1.EventTypeWarning, reason, msg)
-	s.n.log.Info("firmware pod failed", zap.String("pod", podKey(hp.pod.Namespace, hp.pod.Name)), zap.String("reason", reason), zap.String("message", msg))
+	pod := s.podOf(hp)
+	s.event(pod, corev1.EventTypeWarning, reason, msg)
+	s.n.log.Info("firmware pod failed", zap.String("pod", podKey(pod.Namespace, pod.Name)), zap.String("reason", reason), zap.String("message", msg))
 	s.setStatus(hp, func(st *corev1.PodStatus) {
 		st.Phase, st.Reason, st.Message = corev1.PodFailed, reason, msg
 		now := metav1.Now()
@@ -379,6 +394,11 @@ func (s *podSet) recordPath(namespace, name string) string {
 // save keeps a held pod on disk, atomically, so that a restarted provider
 // holds the same pods and resumes their flashes.
 func (s *podSet) save(hp *heldPod) {
+	// One save (or removal) at a time, the pod read inside: the file
+	// always ends with the newest state, and a deleted pod's record is
+	// never written back after its removal.
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
 	s.mu.Lock()
 	b, err := json.Marshal(podRecord{Pod: hp.pod})
 	path := s.recordPath(hp.pod.Namespace, hp.pod.Name)
@@ -458,7 +478,8 @@ func (s *podSet) resume(context.Context) {
 	}
 	s.mu.Unlock()
 	for _, hp := range todo {
-		s.n.log.Info("resuming the flash of a pod held before the restart", zap.String("pod", podKey(hp.pod.Namespace, hp.pod.Name)))
+		pod := s.podOf(hp)
+		s.n.log.Info("resuming the flash of a pod held before the restart", zap.String("pod", podKey(pod.Namespace, pod.Name)))
 		s.start(hp, true)
 	}
 }
@@ -514,7 +535,7 @@ func (s *podSet) rollbackOnDelete(pod *corev1.Pod) {
 		}
 	}
 	ctx := s.n.p.runCtx
-	go func() {
+	s.n.p.jobs.Go(func() {
 		if err := s.n.acquire(ctx); err != nil {
 			return
 		}
@@ -533,5 +554,5 @@ func (s *podSet) rollbackOnDelete(pod *corev1.Pod) {
 			s.event(pod, corev1.EventTypeWarning, "RollbackFailed", fmt.Sprintf("%v; the ECU runs the image it ran before", res.Err))
 		}
 		s.n.pollOnce(ctx)
-	}()
+	})
 }

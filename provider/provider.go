@@ -12,6 +12,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -40,8 +41,10 @@ type Provider struct {
 	metrics *metrics
 	events  chan flash.Event
 	plugins *plugin.Host
-	// runCtx is Run's context: flash jobs and polls end with it.
+	// runCtx is Run's context: flash jobs and polls end with it; jobs
+	// are the flash and rollback goroutines, which Run waits for.
 	runCtx  context.Context
+	jobs    sync.WaitGroup
 	started metav1.Time
 }
 
@@ -147,11 +150,16 @@ func (p *Provider) kubeletPort() int32 { return p.cfg.KubeletPort }
 // their journals at the next Run.
 func (p *Provider) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var wg sync.WaitGroup
+	defer func() {
+		// Everything stops with ctx, on an error too; interrupted flash
+		// jobs keep their journals for the next Run.
+		cancel()
+		wg.Wait()
+		p.jobs.Wait()
+	}()
 	p.runCtx, p.started = ctx, metav1.Now()
 	defer p.plugins.Close()
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	wg.Go(func() { p.routeEvents(ctx) })
 
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
@@ -356,7 +364,15 @@ func (n *ecuNode) update(f func(*health)) {
 
 // statusUpdateFailed remembers that the API server did not get the
 // node's status; virtual-kubelet gives the error up.
-func (n *ecuNode) statusUpdateFailed(_ context.Context, err error) error {
+func (n *ecuNode) statusUpdateFailed(ctx context.Context, err error) error {
+	if apierrors.IsNotFound(err) {
+		// Somebody deleted the node: register it again, and
+		// virtual-kubelet retries the update.
+		if _, cerr := n.p.cfg.Client.CoreV1().Nodes().Create(ctx, n.nodeObject(), metav1.CreateOptions{}); cerr == nil || apierrors.IsAlreadyExists(cerr) {
+			n.log.Info("the node was deleted; registered it again")
+			return nil
+		}
+	}
 	n.mu.Lock()
 	n.unsent = true
 	n.mu.Unlock()
