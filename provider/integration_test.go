@@ -259,6 +259,22 @@ func (e *env) waitPod(name, what string, ok func(*corev1.Pod) bool) *corev1.Pod 
 	return nil
 }
 
+// waitPodGone waits until the pod is no longer in the API server.
+func (e *env) waitPodGone(name string) {
+	e.t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for {
+		_, err := e.client.CoreV1().Pods("default").Get(context.Background(), name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("pod %s is still there %v after its deletion: %v", name, waitFor, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // waitNode waits until the node satisfies ok.
 func (e *env) waitNode(name, what string, ok func(*corev1.Node) bool) *corev1.Node {
 	e.t.Helper()
@@ -394,17 +410,7 @@ func TestIntegrationNodesAndFlash(t *testing.T) {
 	if err := e.client.CoreV1().Pods("default").Delete(context.Background(), "fw", metav1.DeleteOptions{GracePeriodSeconds: new(int64(1))}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(waitFor)
-	for {
-		_, err := e.client.CoreV1().Pods("default").Get(context.Background(), "fw", metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pod still there after delete: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	e.waitPodGone("fw")
 	if got := e.runsVersion("ecu1"); got != "3.0.0" {
 		t.Errorf("after the delete the ECU runs %q, want 3.0.0 still", got)
 	}
@@ -702,17 +708,7 @@ func TestIntegrationOfflineLongerThanTheLease(t *testing.T) {
 			return c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue
 		})
 	})
-	deadline := time.Now().Add(waitFor)
-	for {
-		_, err := e.client.CoreV1().Pods("default").Get(context.Background(), "intolerant", metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the evicted pod is still there: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	e.waitPodGone("intolerant")
 	evs, err := e.client.CoreV1().Events("default").List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=intolerant"})
 	if err != nil {
 		t.Fatal(err)

@@ -18,14 +18,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -701,20 +699,4 @@ func kubeletAPIStatus(t *testing.T, cp *controlplane.ControlPlane, port int32, t
 	body, _ := io.ReadAll(resp.Body)
 	t.Logf("kubelet API %s: %d %s", path, resp.StatusCode, bytes.TrimSpace(body))
 	return resp.StatusCode
-}
-
-// waitPodGone waits until the pod is no longer in the API server.
-func (e *env) waitPodGone(name string) {
-	e.t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for {
-		_, err := e.client.CoreV1().Pods("default").Get(context.Background(), name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("pod %s is still there %v after its deletion: %v", name, waitFor, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }

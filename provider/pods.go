@@ -494,30 +494,26 @@ func flashed(p *corev1.Pod) bool {
 	return false
 }
 
+// activeJob returns the job whose flash runs on the ECU, nil when none.
+func (s *podSet) activeJob() *podJob {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.active == nil {
+		return nil
+	}
+	return s.active.job
+}
+
 // progress hands a flash event to the pod whose flash runs.
 func (s *podSet) progress(ev flash.Event) {
-	s.mu.Lock()
-	hp := s.active
-	var j *podJob
-	if hp != nil {
-		j = hp.job
-	}
-	s.mu.Unlock()
-	if j != nil {
+	if j := s.activeJob(); j != nil {
 		j.progress(ev)
 	}
 }
 
 // transcribe hands a UDS message to the pod whose flash runs.
 func (s *podSet) transcribe(t flash.TranscriptEntry) {
-	s.mu.Lock()
-	hp := s.active
-	var j *podJob
-	if hp != nil {
-		j = hp.job
-	}
-	s.mu.Unlock()
-	if j != nil {
+	if j := s.activeJob(); j != nil {
 		j.transcribe(t)
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -210,17 +209,7 @@ func vcanScenario(t *testing.T) {
 	if err := e.client.CoreV1().Pods("default").Delete(context.Background(), "fw-bcm", metav1.DeleteOptions{GracePeriodSeconds: new(int64(1))}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(waitFor)
-	for {
-		_, err := e.client.CoreV1().Pods("default").Get(context.Background(), "fw-bcm", metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pod fw-bcm still there %v after its delete: %v", waitFor, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	e.waitPodGone("fw-bcm")
 	if got := e.runsVersion("bcm"); got != "2.0.0" {
 		t.Errorf("after the delete bcm runs %q, want 2.0.0 still", got)
 	}

@@ -55,3 +55,17 @@ func ParseHex(what, s string, bits int) (uint64, error) {
 	}
 	return v, nil
 }
+
+// ParseDIDs parses data identifiers given in hexadecimal (with or without
+// 0x), as the CLI and exec diagnostics take them.
+func ParseDIDs(args []string) ([]uint16, error) {
+	dids := make([]uint16, len(args))
+	for i, a := range args {
+		v, err := ParseHex("DID", a, 16)
+		if err != nil {
+			return nil, err
+		}
+		dids[i] = uint16(v)
+	}
+	return dids, nil
+}

@@ -199,13 +199,9 @@ func (v didValues) Text() string {
 }
 
 func udsReadDID(ctx context.Context, c *uds.Client, args []string) (any, error) {
-	dids := make([]uint16, len(args))
-	for i, a := range args {
-		v, err := uds.ParseHex("DID", a, 16)
-		if err != nil {
-			return nil, err
-		}
-		dids[i] = uint16(v)
+	dids, err := uds.ParseDIDs(args)
+	if err != nil {
+		return nil, err
 	}
 	recs, err := c.ReadDataByIdentifier(ctx, dids...)
 	if err != nil {

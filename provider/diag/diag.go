@@ -182,13 +182,9 @@ func help(out io.Writer) error {
 // not say where one value ends, so several in one request need lengths
 // the provider does not know for manufacturer DIDs.
 func readDID(args []string) (action, error) {
-	dids := make([]uint16, len(args))
-	for i, a := range args {
-		v, err := uds.ParseHex("DID", a, 16)
-		if err != nil {
-			return nil, err
-		}
-		dids[i] = uint16(v)
+	dids, err := uds.ParseDIDs(args)
+	if err != nil {
+		return nil, err
 	}
 	return func(ctx context.Context, c *uds.Client, out io.Writer) error {
 		for _, did := range dids {
